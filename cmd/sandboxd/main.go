@@ -1,0 +1,275 @@
+// Command sandboxd serves a local code interpreter: each context is a
+// container with a Jupyter kernel, driven over HTTP.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	units "github.com/docker/go-units"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sandboxd/sandboxd/internal/contexts"
+	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/httpapi"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sandboxd:", err)
+		os.Exit(1)
+	}
+}
+
+// config is everything sandboxd can be told on its command line or, for
+// each flag, in its SANDBOXD_* environment variable.
+type config struct {
+	Listen         string
+	Name           string
+	Image          string
+	RImage         string
+	BashImage      string
+	SocketDir      string
+	Network        string
+	Memory         byteSize
+	CPUs           float64
+	Pids           int64
+	NoFile         int64
+	TmpSize        byteSize
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	CreateTimeout  time.Duration
+	MaxOutput      byteSize
+	MaxBody        byteSize
+	ShutdownGrace  time.Duration
+	Pool           poolSizes
+	PoolMaxAge     time.Duration
+	MaxContexts    int
+	LogFormat      string
+	LogLevel       slog.Level
+}
+
+// byteSize is a flag value such as 1g or 512m.
+type byteSize int64
+
+func (b *byteSize) String() string { return units.BytesSize(float64(*b)) }
+func (b *byteSize) Set(s string) error {
+	n, err := units.RAMInBytes(s)
+	if err != nil {
+		return err
+	}
+	*b = byteSize(n)
+	return nil
+}
+
+// poolSizes is a flag value such as python=2,r=1: how many ready kernels
+// to keep per language.
+type poolSizes map[string]int
+
+func (p *poolSizes) String() string {
+	var parts []string
+	for _, lang := range slices.Sorted(maps.Keys(*p)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", lang, (*p)[lang]))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (p *poolSizes) Set(s string) error {
+	sizes := poolSizes{}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		lang, n, ok := strings.Cut(part, "=")
+		size, err := strconv.Atoi(n)
+		if !ok || err != nil || size < 0 {
+			return fmt.Errorf("%q is not language=size", part)
+		}
+		sizes[lang] = size
+	}
+	*p = sizes
+	return nil
+}
+
+// parseConfig reads flags, then fills every flag not given from its
+// environment variable: --max-timeout from SANDBOXD_MAX_TIMEOUT, and so on.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	c := config{Memory: 1 << 30, TmpSize: 256 << 20, MaxOutput: 10 << 20, MaxBody: 10 << 20, Pool: poolSizes{"python": 2}}
+	fs := flag.NewFlagSet("sandboxd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address to serve HTTP on")
+	fs.StringVar(&c.Name, "name", "sandboxd", "name of this daemon on its containers; daemons sharing an engine need different names")
+	fs.StringVar(&c.Image, "image", "sandboxd/python-kernel:latest", "image of Python contexts")
+	fs.StringVar(&c.RImage, "r-image", "sandboxd/r-kernel:latest", "image of R contexts")
+	fs.StringVar(&c.BashImage, "bash-image", "sandboxd/bash-kernel:latest", "image of bash contexts")
+	fs.StringVar(&c.SocketDir, "socket-dir", "/run/sandboxd", "directory for the kernels' unix sockets; the same path on the host when sandboxd runs in a container")
+	fs.StringVar(&c.Network, "network", "none", "network mode of context containers")
+	fs.Var(&c.Memory, "memory", "memory limit of a context, /tmp included")
+	fs.Float64Var(&c.CPUs, "cpus", 1, "CPU limit of a context, in cores")
+	fs.Int64Var(&c.Pids, "pids", 256, "process limit of a context")
+	fs.Int64Var(&c.NoFile, "nofile", 4096, "open file limit of a context")
+	fs.Var(&c.TmpSize, "tmp-size", "size of a context's /tmp (counts against its memory)")
+	fs.DurationVar(&c.DefaultTimeout, "default-timeout", 30*time.Second, "execution timeout when a request gives none")
+	fs.DurationVar(&c.MaxTimeout, "max-timeout", time.Hour, "largest execution timeout a request may ask for")
+	fs.DurationVar(&c.CreateTimeout, "create-timeout", 2*time.Minute, "limit on making a context, up to a ready kernel")
+	fs.Var(&c.MaxOutput, "max-output", "cap on stdout and on stderr of one execution")
+	fs.Var(&c.MaxBody, "max-body", "cap on request bodies")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 30*time.Second, "how long running requests may finish after SIGTERM")
+	fs.Var(&c.Pool, "pool", "ready kernels to keep per language, as python=2,r=1; 0 or none for a language starts its contexts cold")
+	fs.DurationVar(&c.PoolMaxAge, "pool-max-age", 30*time.Minute, "how long a kernel may wait in the pool before a fresh one replaces it; 0 is no limit")
+	fs.IntVar(&c.MaxContexts, "max-contexts", 50, "most contexts that may exist at once; more are refused with 429; 0 is no limit")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "SANDBOXD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" && !given[f.Name] {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	switch {
+	case c.LogFormat != "text" && c.LogFormat != "json":
+		return c, fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	case c.DefaultTimeout <= 0 || c.MaxTimeout < c.DefaultTimeout:
+		return c, errors.New("--default-timeout must be positive and no more than --max-timeout")
+	case c.TmpSize >= c.Memory:
+		return c, errors.New("--tmp-size must be less than --memory: /tmp counts against it")
+	}
+	return c, nil
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "version" {
+		fmt.Fprintln(stdout, "sandboxd", version())
+		return nil
+	}
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	var log *slog.Logger
+	if cfg.LogFormat == "json" {
+		log = slog.New(slog.NewJSONHandler(stderr, opts))
+	} else {
+		log = slog.New(slog.NewTextHandler(stderr, opts))
+	}
+
+	rt, err := docker.New(docker.Config{
+		Owner:     cfg.Name,
+		SocketDir: cfg.SocketDir,
+		Network:   cfg.Network,
+		Limits: docker.Limits{
+			Memory:  int64(cfg.Memory),
+			CPUs:    cfg.CPUs,
+			Pids:    cfg.Pids,
+			NoFile:  cfg.NoFile,
+			TmpSize: int64(cfg.TmpSize),
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+
+	langs := []contexts.Language{contexts.Python(cfg.Image), contexts.R(cfg.RImage), contexts.Bash(cfg.BashImage)}
+	for name := range cfg.Pool {
+		if !slices.ContainsFunc(langs, func(l contexts.Language) bool { return l.Name == name }) {
+			return fmt.Errorf("--pool: unknown language %q", name)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mgr := contexts.NewManager(rt, contexts.Config{
+		Languages:      langs,
+		CreateTimeout:  cfg.CreateTimeout,
+		DefaultTimeout: cfg.DefaultTimeout,
+		MaxTimeout:     cfg.MaxTimeout,
+		MaxOutput:      int(cfg.MaxOutput),
+		MaxContexts:    cfg.MaxContexts,
+		PoolSizes:      cfg.Pool,
+		PoolMaxAge:     cfg.PoolMaxAge,
+	}, log, contexts.NewMetrics(reg))
+
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := mgr.Prune(pctx); err != nil {
+		// Keep serving: /readyz tells when the engine is back.
+		log.Warn("could not remove containers of a previous run", "error", err)
+	}
+	cancel()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		mgr.Close()
+		return err
+	}
+	mgr.StartPools()
+	// Requests run under base, which ends after the graceful shutdown:
+	// Shutdown does not wait for websockets, so they are told this way.
+	base, endBase := context.WithCancel(context.Background())
+	defer endBase()
+	srv := &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return base },
+		Handler:           httpapi.NewHandler(log, mgr, httpapi.Config{MaxBodyBytes: int64(cfg.MaxBody), Registry: reg}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("sandboxd listening", "addr", ln.Addr().String(), "version", version(), "image", cfg.Image)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		mgr.Close()
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing running requests", "grace", cfg.ShutdownGrace)
+	sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer scancel()
+	shutdownErr := srv.Shutdown(sctx)
+	endBase()
+	log.Info("removing contexts")
+	return errors.Join(shutdownErr, mgr.Close())
+}

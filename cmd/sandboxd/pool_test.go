@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"testing"
+)
+
+// createPooled creates a context with body and returns its id and whether
+// it came from the pool.
+func (d *daemon) createPooled(tb testing.TB, body any) (id, pool string) {
+	tb.Helper()
+	b, _ := json.Marshal(body)
+	resp, err := http.Post(d.url+"/api/v1/contexts", "application/json", bytes.NewReader(b))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var c contextJSON
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil || resp.StatusCode != http.StatusCreated {
+		tb.Fatalf("create: %d %v", resp.StatusCode, err)
+	}
+	return c.ContextID, resp.Header.Get("Sandboxd-Pool")
+}
+
+// A context from the warm pool gets its own working dir and env like a
+// cold one; the pool refills; creation past it still works, cold; and
+// --max-contexts holds, the pool's kernels not counted.
+func TestWarmPool(t *testing.T) {
+	d := startDaemon(t, "--pool", "python=1", "--max-contexts", "3")
+	d.waitPoolFull(t)
+
+	body := map[string]any{"working_dir": "/workspace/w", "env": map[string]string{"A": "1"}}
+	const probe = "import os; print(os.getcwd(), os.environ['A'])"
+	warm, pool := d.createPooled(t, body)
+	if pool != "hit" {
+		t.Errorf("first create: Sandboxd-Pool %q, want hit", pool)
+	}
+	// The pool is empty now: starting a kernel takes far longer than this.
+	cold, pool := d.createPooled(t, body)
+	if pool != "miss" {
+		t.Errorf("create on an empty pool: Sandboxd-Pool %q, want miss", pool)
+	}
+	for _, id := range []string{warm, cold} {
+		if e := d.execute(t, id, probe, 0); e.Output.Stdout != "/workspace/w 1\n" {
+			t.Errorf("%s: %+v", id, e)
+		}
+	}
+	d.execute(t, warm, "x = 1", 0)
+	if e := d.execute(t, cold, "print('x' in globals())", 0); e.Output.Stdout != "False\n" {
+		t.Errorf("state shared between pooled contexts: %+v", e)
+	}
+
+	d.waitPoolFull(t)
+	third, pool := d.createPooled(t, nil)
+	if pool != "hit" {
+		t.Errorf("create after refill: Sandboxd-Pool %q, want hit", pool)
+	}
+	if e := d.execute(t, third, "import os; print(os.getcwd())", 0); e.Output.Stdout != "/workspace\n" {
+		t.Errorf("default working dir: %+v", e)
+	}
+
+	var e errorJSON
+	if status := d.call(t, "POST", "/api/v1/contexts", nil, &e); status != http.StatusTooManyRequests || e.Code != "TOO_MANY_CONTEXTS" {
+		t.Errorf("create past --max-contexts: %d %+v", status, e)
+	}
+	d.call(t, "DELETE", "/api/v1/contexts/"+warm, nil, nil)
+	if id, _ := d.createPooled(t, nil); id == "" {
+		t.Error("no room after a delete")
+	}
+}

@@ -1,0 +1,51 @@
+package contexts
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error codes. They are part of the HTTP API: clients match on them.
+const (
+	CodeInvalid             = "INVALID_REQUEST"
+	CodeUnsupportedLanguage = "UNSUPPORTED_LANGUAGE"
+	CodeNotFound            = "CONTEXT_NOT_FOUND"
+	CodeTooManyContexts     = "TOO_MANY_CONTEXTS"
+	CodeDockerUnavailable   = "DOCKER_UNAVAILABLE"
+	CodeKernelUnavailable   = "KERNEL_UNAVAILABLE"
+	CodeInternal            = "INTERNAL"
+)
+
+// Error is an error with a stable code and a message fit to show a client.
+type Error struct {
+	Code    string
+	Message string
+	Err     error // the underlying cause, for logs; may be nil
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Code + ": " + e.Message + ": " + e.Err.Error()
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error with code and a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Code returns the code of err: "" for nil, CodeInternal for anything that
+// is not an *Error.
+func Code(err error) string {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}

@@ -1,0 +1,753 @@
+// Package contexts keeps the registry of execution contexts: each one a
+// container with a Jupyter server and a kernel, created, found, executed in
+// and removed through a Manager.
+package contexts
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sandboxd/sandboxd/internal/kernel"
+)
+
+// Status is a context's state.
+type Status string
+
+// The states a context can be in.
+const (
+	StatusActive     Status = "active"     // ready to execute
+	StatusBusy       Status = "busy"       // executing
+	StatusRestarting Status = "restarting" // its kernel is restarting; executions wait
+	StatusDead       Status = "dead"       // its container stopped
+)
+
+// Config tunes a Manager.
+type Config struct {
+	Languages []Language
+	// CreateTimeout bounds making a context, from container creation to a
+	// kernel that answers. Starting several containers at once on a small
+	// machine is slow, so it is generous.
+	CreateTimeout time.Duration
+	// DefaultTimeout and MaxTimeout bound executions.
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	// MaxOutput caps stdout and stderr per execution, in bytes.
+	MaxOutput int
+	// InterruptGrace is how long a timed-out execution may take to stop after
+	// its interrupt before the kernel is restarted.
+	InterruptGrace time.Duration
+	// MaxContexts caps the contexts that may exist at once; 0 is no cap.
+	// Kernels waiting in the pool do not count.
+	MaxContexts int
+	// PoolSizes is how many ready kernels to keep per language name.
+	PoolSizes map[string]int
+	// PoolMaxAge is how long a kernel may wait in the pool before it is
+	// replaced by a fresh one; 0 keeps it until it is taken.
+	PoolMaxAge time.Duration
+}
+
+// DefaultWorkingDir is where code runs unless the context says otherwise.
+const DefaultWorkingDir = "/workspace"
+
+// CreateRequest asks for a new context. Empty fields take defaults.
+type CreateRequest struct {
+	Type        string
+	Language    string
+	SessionName string
+	WorkingDir  string
+	// Env is added to the kernel's environment, and kept across restarts.
+	Env map[string]string
+}
+
+// Info is a snapshot of a context.
+type Info struct {
+	ID             string
+	Type           string
+	Language       string
+	SessionName    string
+	WorkingDir     string
+	Status         Status
+	CreatedAt      time.Time
+	LastActivity   time.Time
+	ExecutionCount int
+	// Restarts counts the times the kernel was restarted, losing its state.
+	Restarts int
+	// Pooled is true when the context's kernel came from the warm pool.
+	Pooled bool
+}
+
+// ExecuteRequest asks to run code in a context. A zero Timeout takes the
+// default.
+type ExecuteRequest struct {
+	Code    string
+	Timeout time.Duration
+	// Env overrides environment variables for this execution only.
+	Env map[string]string
+	// OnEvent, when set, receives output as it arrives; it must not block.
+	OnEvent func(kernel.Event)
+}
+
+// Execution is the outcome of one ExecuteRequest.
+type Execution struct {
+	kernel.Result
+	// Duration is how long the code ran, from the moment it started (not
+	// from when it was queued).
+	Duration time.Duration
+}
+
+// Success reports whether the code ran to its end without error.
+func (e Execution) Success() bool { return e.Error == nil && e.Status == "ok" }
+
+// Manager creates, finds, runs code in and removes contexts.
+type Manager struct {
+	rt      Runtime
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+
+	// watchers end when their container stops or the manager closes.
+	watchCtx  context.Context
+	stopWatch context.CancelFunc
+	watchers  sync.WaitGroup
+
+	pools map[string]*pool // by language; a language without one has a nil pool
+
+	mu       sync.RWMutex
+	contexts map[string]*sandbox
+	// reserved counts the contexts that exist or are being made.
+	reserved int
+}
+
+// sandbox is one live context.
+type sandbox struct {
+	info   Info // the fields that never change
+	lang   Language
+	env    map[string]string
+	inst   Instance
+	kernel *kernel.Kernel
+	// turn admits one execution at a time; blocked senders on a channel are
+	// served in arrival order.
+	turn chan struct{}
+	// stopped is closed when the container is no longer running.
+	stopped chan struct{}
+	booted  time.Time // when its container was started
+
+	mu           sync.Mutex
+	status       Status
+	lastActivity time.Time
+	executions   int
+	restarts     int
+	removed      bool
+	// unprepared is set when the kernel restarted and has not yet been given
+	// its working dir and env again; whoever next holds the turn does it.
+	unprepared bool
+}
+
+func (s *sandbox) snapshot() Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := s.info
+	i.Status = s.status
+	i.LastActivity = s.lastActivity
+	i.ExecutionCount = s.executions
+	i.Restarts = s.restarts
+	return i
+}
+
+// kernelRestarted records a restart: the kernel lost its state and needs
+// preparing again.
+func (s *sandbox) kernelRestarted() {
+	s.mu.Lock()
+	s.restarts++
+	s.unprepared = true
+	if s.status != StatusDead {
+		s.status = StatusRestarting
+	}
+	s.mu.Unlock()
+}
+
+// prepare gives the kernel its working dir and env, when a restart took
+// them. The caller holds the turn.
+func (s *sandbox) prepare(ctx context.Context) error {
+	s.mu.Lock()
+	needed := s.unprepared
+	s.mu.Unlock()
+	if !needed {
+		return nil
+	}
+	if err := s.kernel.Ready(ctx); err != nil {
+		return err
+	}
+	if err := s.run(ctx, s.lang.Prepare(s.info.WorkingDir, s.env)); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.unprepared = false
+	if s.status == StatusRestarting {
+		s.status = StatusActive
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// run executes sandboxd's own code silently and fails if it did not succeed.
+func (s *sandbox) run(ctx context.Context, code string) error {
+	res, err := s.kernel.Execute(ctx, kernel.Request{Code: code, Timeout: 30 * time.Second, Silent: true})
+	if err != nil {
+		return err
+	}
+	if res.Error != nil || res.Status != "ok" {
+		return fmt.Errorf("set-up code failed: %s", strings.TrimSpace(res.Stderr))
+	}
+	return nil
+}
+
+func (s *sandbox) setStatus(st Status) {
+	s.mu.Lock()
+	if s.status != StatusDead {
+		s.status = st
+	}
+	s.mu.Unlock()
+}
+
+// NewManager returns a Manager that runs contexts on rt. metrics may be nil.
+func NewManager(rt Runtime, cfg Config, log *slog.Logger, m *Metrics) *Manager {
+	ctx, cancel := context.WithCancel(context.Background())
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	mgr := &Manager{
+		rt:        rt,
+		cfg:       cfg,
+		log:       log,
+		metrics:   m.m,
+		watchCtx:  ctx,
+		stopWatch: cancel,
+		contexts:  map[string]*sandbox{},
+		pools:     map[string]*pool{},
+	}
+	for _, l := range cfg.Languages {
+		if n := cfg.PoolSizes[l.Name]; n > 0 {
+			mgr.pools[l.Name] = newPool(mgr, l, n)
+		}
+	}
+	return mgr
+}
+
+// Pools tells how full each language's warm pool is.
+func (m *Manager) Pools() []PoolStatus {
+	var all []PoolStatus
+	for _, l := range m.cfg.Languages {
+		if p := m.pools[l.Name]; p != nil {
+			all = append(all, p.status())
+		}
+	}
+	return all
+}
+
+// StartPools starts filling the warm pools in the background. Close stops
+// them.
+func (m *Manager) StartPools() {
+	for _, p := range m.pools {
+		p.start()
+	}
+}
+
+// languageNames lists the names of the languages contexts can be made for.
+func (m *Manager) languageNames() string {
+	names := make([]string, len(m.cfg.Languages))
+	for i, l := range m.cfg.Languages {
+		names[i] = l.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// LanguageStatus is a language and whether its kernel image is installed.
+type LanguageStatus struct {
+	Name      string
+	Image     string
+	Installed bool
+}
+
+// Languages lists the languages contexts can be made for, the default
+// first, and whether each one's image is in the engine. Errors:
+// CodeDockerUnavailable.
+func (m *Manager) Languages(ctx context.Context) ([]LanguageStatus, error) {
+	all := make([]LanguageStatus, len(m.cfg.Languages))
+	for i, l := range m.cfg.Languages {
+		ok, err := m.rt.HasImage(ctx, l.Image)
+		if err != nil {
+			return nil, err
+		}
+		all[i] = LanguageStatus{Name: l.Name, Image: l.Image, Installed: ok}
+	}
+	return all, nil
+}
+
+// Ping checks that the container engine answers.
+func (m *Manager) Ping(ctx context.Context) error { return m.rt.Ping(ctx) }
+
+// Prune removes the containers a previous run of this daemon left behind.
+func (m *Manager) Prune(ctx context.Context) error {
+	insts, err := m.rt.List(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, inst := range insts {
+		m.log.Info("removing container left by a previous run", "context_id", inst.ContextID, "container_id", inst.ContainerID)
+		errs = append(errs, m.rt.Remove(ctx, inst))
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) language(name string) (Language, bool) {
+	if name == "" && len(m.cfg.Languages) > 0 {
+		return m.cfg.Languages[0], true
+	}
+	for _, l := range m.cfg.Languages {
+		if l.Name == name {
+			return l, true
+		}
+	}
+	return Language{}, false
+}
+
+// Create makes a context and returns once its kernel is ready to execute.
+// It takes a ready kernel from the warm pool when there is one, and starts
+// a container otherwise. Errors: CodeInvalid, CodeUnsupportedLanguage,
+// CodeTooManyContexts, CodeDockerUnavailable, CodeKernelUnavailable.
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
+	start := time.Now()
+	lang, ok := m.language(req.Language)
+	if !ok {
+		return Info{}, Errorf(CodeUnsupportedLanguage, "unsupported language %q; available: %s", req.Language, m.languageNames())
+	}
+	if req.Type != "" && req.Type != "jupyter" {
+		return Info{}, Errorf(CodeInvalid, "unsupported type %q; available: jupyter", req.Type)
+	}
+	workDir, err := workingDir(req.WorkingDir)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := validateEnv(req.Env); err != nil {
+		return Info{}, err
+	}
+	if !m.reserve() {
+		m.metrics.creates.WithLabelValues("error").Inc()
+		return Info{}, Errorf(CodeTooManyContexts, "there are %d contexts, the most this daemon allows; delete some first", m.cfg.MaxContexts)
+	}
+	registered := false
+	defer func() {
+		if !registered {
+			m.unreserve()
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.CreateTimeout)
+	defer cancel()
+	s := m.pools[lang.Name].take(ctx)
+	if s == nil {
+		if s, err = m.boot(ctx, lang); err != nil {
+			m.metrics.creates.WithLabelValues("error").Inc()
+			return Info{}, err
+		}
+	}
+
+	now := time.Now().UTC().Truncate(time.Second)
+	s.mu.Lock()
+	s.info.SessionName = req.SessionName
+	if s.info.SessionName == "" {
+		s.info.SessionName = "session-" + s.info.ID[4:12]
+	}
+	s.info.WorkingDir = workDir
+	s.info.CreatedAt = now
+	s.lastActivity = now
+	s.env = req.Env
+	// A kernel starts in the default working dir with the image's env: a
+	// context that asks for nothing else needs no set-up.
+	s.unprepared = s.unprepared || workDir != DefaultWorkingDir || len(req.Env) > 0
+	s.mu.Unlock()
+	if err := s.prepare(ctx); err != nil {
+		m.metrics.creates.WithLabelValues("error").Inc()
+		m.remove(s)
+		return Info{}, &Error{Code: CodeKernelUnavailable, Message: "could not set the working dir and env", Err: err}
+	}
+
+	m.mu.Lock()
+	m.contexts[s.info.ID] = s
+	m.mu.Unlock()
+	registered = true
+	m.metrics.active.Inc()
+	m.metrics.creates.WithLabelValues("ok").Inc()
+	m.metrics.createSeconds.Observe(time.Since(start).Seconds())
+	m.log.Info("context created", "context_id", s.info.ID, "container_id", s.inst.ContainerID, "pooled", s.info.Pooled, "duration", time.Since(start))
+	return s.snapshot(), nil
+}
+
+// boot starts a container for lang and its kernel, and returns once the
+// kernel answers. The kernel has neither working dir nor env yet.
+func (m *Manager) boot(ctx context.Context, lang Language) (*sandbox, error) {
+	start := time.Now()
+	id := "ctx-" + uuid.NewString()
+	s := &sandbox{
+		info:    Info{ID: id, Type: "jupyter", Language: lang.Name, WorkingDir: DefaultWorkingDir},
+		lang:    lang,
+		turn:    make(chan struct{}, 1),
+		stopped: make(chan struct{}),
+		status:  StatusActive,
+		booted:  start,
+	}
+	token := randomToken()
+	inst, err := m.rt.Start(ctx, Spec{
+		ContextID: id,
+		Image:     lang.Image,
+		Token:     token,
+		Labels:    map[string]string{"sandboxd.language": lang.Name},
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.inst = inst
+	m.watch(s)
+	started := time.Now()
+
+	server := kernel.NewServer(inst.Socket, token)
+	err = server.WaitReady(ctx, s.stopped)
+	serverReady := time.Now()
+	if err == nil {
+		s.kernel, err = kernel.Start(ctx, server, lang.KernelName, kernel.Options{
+			MaxOutput:      m.cfg.MaxOutput,
+			InterruptGrace: m.cfg.InterruptGrace,
+			ReadyTimeout:   m.cfg.CreateTimeout,
+			OnRestart:      s.kernelRestarted,
+			Log:            m.log,
+		})
+	}
+	if err != nil {
+		if s.kernel == nil {
+			server.Close()
+		}
+		m.remove(s)
+		return nil, &Error{Code: CodeKernelUnavailable, Message: "the kernel did not start", Err: err}
+	}
+	m.log.Debug("kernel booted", "context_id", id, "container_id", inst.ContainerID, "kernel_id", s.kernel.ID(),
+		"duration", time.Since(start), "container", started.Sub(start), "server", serverReady.Sub(started), "kernel", time.Since(serverReady))
+	return s, nil
+}
+
+// reserve counts a context about to be made against MaxContexts, and
+// reports whether there was room for it.
+func (m *Manager) reserve() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cfg.MaxContexts > 0 && m.reserved >= m.cfg.MaxContexts {
+		return false
+	}
+	m.reserved++
+	return true
+}
+
+func (m *Manager) unreserve() {
+	m.mu.Lock()
+	m.reserved--
+	m.mu.Unlock()
+}
+
+// workingDir validates a requested working directory. Only /workspace and
+// /tmp are writable in a context's container, so it must lie in one of them.
+func workingDir(dir string) (string, error) {
+	if dir == "" {
+		return DefaultWorkingDir, nil
+	}
+	clean := path.Clean(dir)
+	for _, root := range []string{DefaultWorkingDir, "/tmp"} {
+		if clean == root || strings.HasPrefix(clean, root+"/") {
+			return clean, nil
+		}
+	}
+	return "", Errorf(CodeInvalid, "working_dir %q must be /workspace, /tmp or a directory below them", dir)
+}
+
+func randomToken() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// watch marks s dead when its container stops.
+func (m *Manager) watch(s *sandbox) {
+	m.watchers.Add(1)
+	go func() {
+		defer m.watchers.Done()
+		err := m.rt.Wait(m.watchCtx, s.inst)
+		if m.watchCtx.Err() != nil {
+			return
+		}
+		s.mu.Lock()
+		removed := s.removed
+		s.status = StatusDead
+		s.mu.Unlock()
+		close(s.stopped)
+		if !removed {
+			m.log.Warn("context container stopped", "context_id", s.info.ID, "container_id", s.inst.ContainerID, "error", err)
+		}
+	}()
+}
+
+func (m *Manager) get(id string) (*sandbox, error) {
+	m.mu.RLock()
+	s := m.contexts[id]
+	m.mu.RUnlock()
+	if s == nil {
+		return nil, Errorf(CodeNotFound, "Context not found")
+	}
+	return s, nil
+}
+
+// Get returns the context with id. Errors: CodeNotFound.
+func (m *Manager) Get(id string) (Info, error) {
+	s, err := m.get(id)
+	if err != nil {
+		return Info{}, err
+	}
+	return s.snapshot(), nil
+}
+
+// List returns all contexts, oldest first.
+func (m *Manager) List() []Info {
+	m.mu.RLock()
+	infos := make([]Info, 0, len(m.contexts))
+	for _, s := range m.contexts {
+		infos = append(infos, s.snapshot())
+	}
+	m.mu.RUnlock()
+	sort.Slice(infos, func(i, j int) bool {
+		if !infos[i].CreatedAt.Equal(infos[j].CreatedAt) {
+			return infos[i].CreatedAt.Before(infos[j].CreatedAt)
+		}
+		return infos[i].ID < infos[j].ID
+	})
+	return infos
+}
+
+// Delete removes the context with id and its container. An execution still
+// running in it ends with an error. Errors: CodeNotFound.
+func (m *Manager) Delete(ctx context.Context, id string) error {
+	m.mu.Lock()
+	s := m.contexts[id]
+	if s != nil {
+		delete(m.contexts, id)
+		m.reserved--
+	}
+	m.mu.Unlock()
+	if s == nil {
+		return Errorf(CodeNotFound, "Context not found")
+	}
+	m.metrics.active.Dec()
+	return m.remove(s)
+}
+
+// remove closes the kernel connection and removes the container. It keeps
+// going when ctx is cancelled: a half-removed context would leak.
+func (m *Manager) remove(s *sandbox) error {
+	s.mu.Lock()
+	s.removed = true
+	s.mu.Unlock()
+	if s.kernel != nil {
+		s.kernel.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.rt.Remove(ctx, s.inst); err != nil {
+		m.log.Error("remove context container", "context_id", s.info.ID, "container_id", s.inst.ContainerID, "error", err)
+		return err
+	}
+	m.log.Info("context removed", "context_id", s.info.ID)
+	return nil
+}
+
+// Execute runs code in the context with id. Executions on one context run
+// one at a time, in arrival order; the timeout clock starts when the code
+// starts running. Errors: CodeNotFound, CodeInvalid, CodeKernelUnavailable,
+// and ctx's error when ctx ended while the request was queued.
+func (m *Manager) Execute(ctx context.Context, id string, req ExecuteRequest) (Execution, error) {
+	timeout := req.Timeout
+	if timeout == 0 {
+		timeout = m.cfg.DefaultTimeout
+	}
+	if timeout < 0 || timeout > m.cfg.MaxTimeout {
+		return Execution{}, Errorf(CodeInvalid, "timeout must be more than 0 and at most %v seconds", m.cfg.MaxTimeout.Seconds())
+	}
+	if err := validateEnv(req.Env); err != nil {
+		return Execution{}, err
+	}
+	s, err := m.get(id)
+	if err != nil {
+		return Execution{}, err
+	}
+	if len(req.Env) > 0 && s.lang.Override == nil {
+		return Execution{}, Errorf(CodeInvalid, "%s contexts do not take env per execution; set it when creating the context", s.lang.Name)
+	}
+
+	release, err := s.takeTurn(ctx)
+	if err != nil {
+		return Execution{}, err
+	}
+	defer release()
+	if err := s.prepare(ctx); err != nil {
+		return Execution{}, &Error{Code: CodeKernelUnavailable, Message: "the kernel is not ready", Err: err}
+	}
+	var undo string
+	if len(req.Env) > 0 {
+		var set string
+		set, undo = s.lang.Override(req.Env)
+		if err := s.run(ctx, set); err != nil {
+			return Execution{}, &Error{Code: CodeKernelUnavailable, Message: "could not set env", Err: err}
+		}
+	}
+
+	s.setStatus(StatusBusy)
+	start := time.Now()
+	res, err := s.kernel.Execute(ctx, kernel.Request{Code: req.Code, Timeout: timeout, OnEvent: req.OnEvent})
+	exe := Execution{Result: res, Duration: time.Since(start)}
+	// A kernel restarted after ignoring an interrupt announces nothing of its
+	// own, unlike one that died.
+	if res.Restarted && res.Error != nil && res.Error.Name == kernel.ErrTimeout {
+		s.kernelRestarted()
+	}
+	if undo != "" && !res.Restarted && err == nil {
+		if err := s.run(context.WithoutCancel(ctx), undo); err != nil {
+			m.log.Warn("could not restore env after execution", "context_id", id, "error", err)
+		}
+	}
+	s.mu.Lock()
+	if s.status == StatusBusy {
+		s.status = StatusActive
+	}
+	s.lastActivity = time.Now().UTC()
+	s.executions++
+	s.mu.Unlock()
+
+	if err != nil {
+		m.metrics.executions.WithLabelValues("unavailable").Inc()
+		return Execution{}, &Error{Code: CodeKernelUnavailable, Message: "the kernel cannot be reached", Err: err}
+	}
+	m.metrics.executions.WithLabelValues(outcome(exe)).Inc()
+	m.metrics.executeSeconds.Observe(exe.Duration.Seconds())
+	return exe, nil
+}
+
+// takeTurn waits until s is free, in arrival order, and returns the function
+// that frees it again.
+func (s *sandbox) takeTurn(ctx context.Context) (release func(), err error) {
+	select {
+	case s.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	release = func() { <-s.turn }
+	s.mu.Lock()
+	removed, status := s.removed, s.status
+	s.mu.Unlock()
+	switch {
+	case removed:
+		release()
+		return nil, Errorf(CodeNotFound, "Context not found")
+	case status == StatusDead:
+		release()
+		return nil, Errorf(CodeKernelUnavailable, "the context's container has stopped; delete it and create a new one")
+	}
+	return release, nil
+}
+
+// Interrupt interrupts whatever the context's kernel is running, as Ctrl-C
+// does; the kernel keeps its state. Errors: CodeNotFound, CodeKernelUnavailable.
+func (m *Manager) Interrupt(ctx context.Context, id string) error {
+	s, err := m.get(id)
+	if err != nil {
+		return err
+	}
+	if err := s.kernel.Interrupt(ctx); err != nil {
+		return &Error{Code: CodeKernelUnavailable, Message: "could not interrupt the kernel", Err: err}
+	}
+	return nil
+}
+
+// Restart restarts the context's kernel: its state is lost, its id, working
+// dir and env stay. A running execution ends with a KernelDied error.
+// Errors: CodeNotFound, CodeKernelUnavailable.
+func (m *Manager) Restart(ctx context.Context, id string) (Info, error) {
+	s, err := m.get(id)
+	if err != nil {
+		return Info{}, err
+	}
+	s.kernelRestarted()
+	if err := s.kernel.Restart(ctx); err != nil {
+		return Info{}, &Error{Code: CodeKernelUnavailable, Message: "could not restart the kernel", Err: err}
+	}
+	release, err := s.takeTurn(ctx)
+	if err != nil {
+		return Info{}, err
+	}
+	defer release()
+	if err := s.prepare(ctx); err != nil {
+		return Info{}, &Error{Code: CodeKernelUnavailable, Message: "the kernel is not ready after its restart", Err: err}
+	}
+	m.log.Info("context kernel restarted", "context_id", id)
+	return s.snapshot(), nil
+}
+
+func outcome(e Execution) string {
+	switch {
+	case e.Success():
+		return "ok"
+	case e.Error == nil:
+		return "error"
+	case e.Error.Name == kernel.ErrTimeout:
+		return "timeout"
+	case e.Error.Name == kernel.ErrKernelDied:
+		return "kernel_died"
+	}
+	return "error"
+}
+
+// Close removes every context and pooled kernel, and stops the watchers.
+func (m *Manager) Close() error {
+	for _, p := range m.pools {
+		p.close()
+	}
+	m.mu.Lock()
+	all := make([]*sandbox, 0, len(m.contexts))
+	for id, s := range m.contexts {
+		all = append(all, s)
+		delete(m.contexts, id)
+	}
+	m.mu.Unlock()
+
+	var wg sync.WaitGroup
+	errs := make([]error, len(all))
+	for i, s := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = m.remove(s)
+			m.metrics.active.Dec()
+		}()
+	}
+	wg.Wait()
+	m.stopWatch()
+	m.watchers.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,201 @@
+package contexts
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// pool keeps kernels of one language started and idle, so that Create can
+// hand one out at once instead of waiting seconds for a container, a
+// Jupyter server and a kernel to start. One goroutine fills it, a kernel at
+// a time, so refilling never competes with requests for more than one core.
+type pool struct {
+	m    *Manager
+	lang Language
+	size int
+
+	ctx    context.Context // ends when the pool closes
+	cancel context.CancelFunc
+	wake   chan struct{} // a kernel was taken: fill again
+	done   chan struct{} // closed when the filler has stopped
+
+	mu      sync.Mutex
+	ready   []*sandbox // oldest first
+	started bool
+}
+
+// PoolStatus is how full a language's warm pool is.
+type PoolStatus struct {
+	Language string
+	Size     int // the kernels it keeps ready
+	Ready    int // the kernels ready now
+}
+
+// poolRetry bounds the pause after a failed start, so a missing image or a
+// stopped engine is not retried in a tight loop.
+const poolRetry = 30 * time.Second
+
+func newPool(m *Manager, lang Language, size int) *pool {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &pool{m: m, lang: lang, size: size, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func (p *pool) start() {
+	p.mu.Lock()
+	p.started = true
+	p.mu.Unlock()
+	go p.fill()
+}
+
+// take returns a ready kernel, or nil when there is none (or p is nil).
+// A kernel whose container stopped, or that does not answer at once, is
+// removed and the next one tried.
+func (p *pool) take(ctx context.Context) *sandbox {
+	if p == nil {
+		return nil
+	}
+	defer p.signal()
+	for {
+		p.mu.Lock()
+		if len(p.ready) == 0 {
+			p.mu.Unlock()
+			p.m.metrics.poolTakes.WithLabelValues(p.lang.Name, "miss").Inc()
+			return nil
+		}
+		s := p.ready[0]
+		p.ready = p.ready[1:]
+		p.m.metrics.poolReady.WithLabelValues(p.lang.Name).Set(float64(len(p.ready)))
+		p.mu.Unlock()
+
+		if p.healthy(ctx, s) {
+			p.m.metrics.poolTakes.WithLabelValues(p.lang.Name, "hit").Inc()
+			s.info.Pooled = true
+			return s
+		}
+		p.m.log.Warn("discarding a pooled kernel that does not answer", "context_id", s.info.ID, "language", p.lang.Name)
+		go p.m.remove(s)
+	}
+}
+
+// healthy checks that a pooled kernel's container runs and its kernel
+// answers a kernel_info_request promptly.
+func (p *pool) healthy(ctx context.Context, s *sandbox) bool {
+	select {
+	case <-s.stopped:
+		return false
+	default:
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return s.kernel.Ready(ctx) == nil
+}
+
+func (p *pool) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pool) status() PoolStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PoolStatus{Language: p.lang.Name, Size: p.size, Ready: len(p.ready)}
+}
+
+// fill keeps the pool at its size until the pool closes, replacing kernels
+// that waited longer than PoolMaxAge.
+func (p *pool) fill() {
+	defer close(p.done)
+	retry := time.Second
+	for {
+		p.expire()
+		p.mu.Lock()
+		missing := len(p.ready) < p.size
+		p.mu.Unlock()
+		if missing {
+			ctx, cancel := context.WithTimeout(p.ctx, p.m.cfg.CreateTimeout)
+			s, err := p.m.boot(ctx, p.lang)
+			cancel()
+			if p.ctx.Err() != nil {
+				if s != nil {
+					p.m.remove(s)
+				}
+				return
+			}
+			if err == nil {
+				p.mu.Lock()
+				p.ready = append(p.ready, s)
+				p.m.metrics.poolReady.WithLabelValues(p.lang.Name).Set(float64(len(p.ready)))
+				p.mu.Unlock()
+				retry = time.Second
+				continue
+			}
+			p.m.log.Warn("could not start a kernel for the pool", "language", p.lang.Name, "retry_in", retry, "error", err)
+			select {
+			case <-time.After(retry):
+			case <-p.ctx.Done():
+				return
+			}
+			retry = min(2*retry, poolRetry)
+			continue
+		}
+		// Wake when a kernel is taken, and in time to replace one that
+		// grew too old.
+		recheck := time.Duration(1<<63 - 1)
+		if p.m.cfg.PoolMaxAge > 0 {
+			recheck = p.m.cfg.PoolMaxAge / 4
+		}
+		t := time.NewTimer(recheck)
+		select {
+		case <-p.wake:
+		case <-t.C:
+		case <-p.ctx.Done():
+			t.Stop()
+			return
+		}
+		t.Stop()
+	}
+}
+
+// expire removes the kernels that waited in the pool past PoolMaxAge.
+func (p *pool) expire() {
+	if p.m.cfg.PoolMaxAge <= 0 {
+		return
+	}
+	p.mu.Lock()
+	var old []*sandbox
+	for len(p.ready) > 0 && time.Since(p.ready[0].booted) > p.m.cfg.PoolMaxAge {
+		old = append(old, p.ready[0])
+		p.ready = p.ready[1:]
+	}
+	p.mu.Unlock()
+	for _, s := range old {
+		p.m.remove(s)
+	}
+}
+
+// close stops the filler and removes the kernels still in the pool.
+func (p *pool) close() {
+	p.cancel()
+	p.mu.Lock()
+	started := p.started
+	p.mu.Unlock()
+	if started {
+		<-p.done
+	}
+	p.mu.Lock()
+	all := p.ready
+	p.ready = nil
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.m.remove(s)
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,40 @@
+package contexts
+
+import "context"
+
+// Spec is what a context's container is made from.
+type Spec struct {
+	ContextID string
+	Image     string
+	Token     string // the Jupyter server's token
+	// Labels describe the context on its container, so it can be found again.
+	Labels map[string]string
+}
+
+// Instance is a context's container.
+type Instance struct {
+	ContextID   string
+	ContainerID string
+	// Socket is the path, on this host, of the unix socket the container's
+	// Jupyter server listens on.
+	Socket string
+	Labels map[string]string
+}
+
+// Runtime runs containers for contexts. Errors carry CodeDockerUnavailable
+// when the engine cannot be reached.
+type Runtime interface {
+	// Start creates and starts a context's container.
+	Start(ctx context.Context, spec Spec) (Instance, error)
+	// Wait blocks until the container is no longer running or ctx ends.
+	Wait(ctx context.Context, inst Instance) error
+	// Remove removes the container and all it made; a container that is
+	// already gone counts as removed.
+	Remove(ctx context.Context, inst Instance) error
+	// List returns the containers this daemon owns, running or not.
+	List(ctx context.Context) ([]Instance, error)
+	// HasImage reports whether the engine has image.
+	HasImage(ctx context.Context, image string) (bool, error)
+	// Ping checks that the engine answers.
+	Ping(ctx context.Context) error
+}

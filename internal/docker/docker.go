@@ -1,0 +1,308 @@
+// Package docker runs contexts' containers on a Docker engine. It is the
+// only package that imports the Docker SDK.
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+
+	"github.com/sandboxd/sandboxd/internal/contexts"
+)
+
+// Labels every container of ours carries. The sandboxd. prefix is ours.
+const (
+	labelOwner     = "sandboxd.owner"
+	labelContextID = "sandboxd.context_id"
+	labelSocketDir = "sandboxd.socket_dir"
+)
+
+// socketInContainer is where the container's Jupyter server makes its socket.
+const socketInContainer = "/run/sandboxd"
+
+// Limits are the resource limits of every context's container.
+type Limits struct {
+	Memory  int64   // bytes
+	CPUs    float64 // cores
+	Pids    int64
+	NoFile  int64 // open files
+	TmpSize int64 // bytes of the /tmp tmpfs; it counts against Memory
+}
+
+// Config says how containers are made.
+type Config struct {
+	// Owner names this daemon on its containers, so that several daemons can
+	// share an engine and each finds only its own.
+	Owner string
+	// SocketDir holds one directory per context, shared with its container,
+	// where the Jupyter server makes its unix socket. When sandboxd itself
+	// runs in a container, it must be the same path on the host.
+	SocketDir string
+	Network   string // the containers' network mode: none by default
+	Limits    Limits
+}
+
+// Runtime runs contexts as Docker containers.
+type Runtime struct {
+	cli *client.Client
+	cfg Config
+}
+
+var _ contexts.Runtime = (*Runtime)(nil)
+
+// New connects to the engine named by the DOCKER_* environment. The API
+// version is negotiated, so older engines work.
+func New(cfg Config) (*Runtime, error) {
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	if cfg.Network == "" {
+		cfg.Network = "none"
+	}
+	if err := os.MkdirAll(cfg.SocketDir, 0o711); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	return &Runtime{cli: cli, cfg: cfg}, nil
+}
+
+// Close releases the client.
+func (r *Runtime) Close() error { return r.cli.Close() }
+
+// Ping checks that the engine answers.
+func (r *Runtime) Ping(ctx context.Context) error {
+	_, err := r.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
+	return translate(err, "ping docker")
+}
+
+// HasImage reports whether the engine has image.
+func (r *Runtime) HasImage(ctx context.Context, image string) (bool, error) {
+	_, err := r.cli.ImageInspect(ctx, image)
+	if cerrdefs.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, translate(err, "inspect image "+image)
+}
+
+// Start creates and starts a context's container.
+func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Instance, error) {
+	dir := filepath.Join(r.cfg.SocketDir, spec.ContextID)
+	// The kernel runs as a uid of its own that must create its socket here;
+	// the parent directory keeps everyone else out.
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		return contexts.Instance{}, fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		os.Remove(dir)
+		return contexts.Instance{}, fmt.Errorf("socket dir: %w", err)
+	}
+
+	labels := map[string]string{
+		labelOwner:     r.cfg.Owner,
+		labelContextID: spec.ContextID,
+		labelSocketDir: dir,
+	}
+	for k, v := range spec.Labels {
+		labels[k] = v
+	}
+	inst := contexts.Instance{
+		ContextID: spec.ContextID,
+		Socket:    filepath.Join(dir, "jupyter.sock"),
+		Labels:    labels,
+	}
+
+	l := r.cfg.Limits
+	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: "sandboxd-" + spec.ContextID,
+		Config: &container.Config{
+			Image:  spec.Image,
+			Env:    []string{"JUPYTER_TOKEN=" + spec.Token},
+			Labels: labels,
+		},
+		HostConfig: &container.HostConfig{
+			NetworkMode:    container.NetworkMode(r.cfg.Network),
+			ReadonlyRootfs: true,
+			CapDrop:        []string{"ALL"},
+			SecurityOpt:    []string{"no-new-privileges"},
+			Tmpfs:          map[string]string{"/tmp": "rw,nosuid,nodev,size=" + strconv.FormatInt(l.TmpSize, 10)},
+			Mounts: []mount.Mount{
+				{Type: mount.TypeBind, Source: dir, Target: socketInContainer},
+				// An anonymous volume: removed with the container.
+				{Type: mount.TypeVolume, Target: contexts.DefaultWorkingDir},
+			},
+			Resources: container.Resources{
+				Memory:     l.Memory,
+				MemorySwap: l.Memory, // no swap beyond the limit
+				NanoCPUs:   int64(l.CPUs * 1e9),
+				PidsLimit:  &l.Pids,
+				Ulimits:    []*container.Ulimit{{Name: "nofile", Soft: l.NoFile, Hard: l.NoFile}},
+			},
+		},
+	})
+	if err != nil {
+		os.Remove(dir)
+		if cerrdefs.IsNotFound(err) {
+			return contexts.Instance{}, &contexts.Error{Code: contexts.CodeDockerUnavailable,
+				Message: fmt.Sprintf("the kernel image %s is not in the Docker engine; build it with 'make images'", spec.Image), Err: err}
+		}
+		return contexts.Instance{}, translate(err, "create container")
+	}
+	inst.ContainerID = created.ID
+	if _, err := r.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+		r.Remove(context.WithoutCancel(ctx), inst)
+		return contexts.Instance{}, translate(err, "start container")
+	}
+	return inst, nil
+}
+
+// Wait blocks until the container is no longer running or ctx ends.
+func (r *Runtime) Wait(ctx context.Context, inst contexts.Instance) error {
+	res := r.cli.ContainerWait(ctx, inst.ContainerID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	select {
+	case w := <-res.Result:
+		if w.Error != nil {
+			return fmt.Errorf("container exited with %d: %s", w.StatusCode, w.Error.Message)
+		}
+		return fmt.Errorf("container exited with %d", w.StatusCode)
+	case err := <-res.Error:
+		if cerrdefs.IsNotFound(err) {
+			return errors.New("container removed")
+		}
+		return translate(err, "wait for container")
+	}
+}
+
+// Remove removes the container, its volume and its socket directory. A
+// container already gone counts as removed.
+func (r *Runtime) Remove(ctx context.Context, inst contexts.Instance) error {
+	var errs []error
+	if inst.ContainerID != "" {
+		_, err := r.cli.ContainerRemove(ctx, inst.ContainerID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		if err != nil && !gone(err) {
+			errs = append(errs, translate(err, "remove container "+inst.ContainerID))
+		}
+	}
+	if dir := inst.Labels[labelSocketDir]; dir != "" && filepath.Dir(dir) == filepath.Clean(r.cfg.SocketDir) {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// List returns the containers this daemon owns, running or not.
+func (r *Runtime) List(ctx context.Context) ([]contexts.Instance, error) {
+	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{
+		All:     true,
+		Filters: make(client.Filters).Add("label", labelOwner+"="+r.cfg.Owner),
+	})
+	if err != nil {
+		return nil, translate(err, "list containers")
+	}
+	insts := make([]contexts.Instance, 0, len(res.Items))
+	for _, c := range res.Items {
+		insts = append(insts, contexts.Instance{
+			ContextID:   c.Labels[labelContextID],
+			ContainerID: c.ID,
+			Socket:      filepath.Join(c.Labels[labelSocketDir], "jupyter.sock"),
+			Labels:      c.Labels,
+		})
+	}
+	return insts, nil
+}
+
+// gone reports whether err means the container is already removed.
+func gone(err error) bool {
+	return cerrdefs.IsNotFound(err) || cerrdefs.IsNotModified(err) || cerrdefs.IsConflict(err) && isRemovalInProgress(err)
+}
+
+func isRemovalInProgress(err error) bool {
+	return err != nil && containsFold(err.Error(), "removal of container") && containsFold(err.Error(), "already in progress")
+}
+
+// translate names the operation and marks an unreachable engine with
+// CodeDockerUnavailable.
+func translate(err error, op string) error {
+	if err == nil {
+		return nil
+	}
+	if client.IsErrConnectionFailed(err) || errors.Is(err, context.DeadlineExceeded) || cerrdefs.IsUnavailable(err) {
+		return &contexts.Error{Code: contexts.CodeDockerUnavailable, Message: "the Docker engine cannot be reached", Err: fmt.Errorf("%s: %w", op, err)}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
+
+// Endpoint returns the unix socket of a context's Jupyter server, as this
+// host sees it, and the server's token. Tools that measure sandboxd against
+// a bare kernel use it; the daemon itself keeps both from Start.
+func (r *Runtime) Endpoint(ctx context.Context, contextID string) (socket, token string, err error) {
+	res, err := r.cli.ContainerInspect(ctx, "sandboxd-"+contextID, client.ContainerInspectOptions{})
+	if err != nil {
+		return "", "", translate(err, "inspect container of "+contextID)
+	}
+	c := res.Container
+	if c.Config == nil {
+		return "", "", fmt.Errorf("inspect container of %s: no config", contextID)
+	}
+	dir := c.Config.Labels[labelSocketDir]
+	if dir == "" {
+		dir = filepath.Join(r.cfg.SocketDir, contextID)
+	}
+	for _, env := range c.Config.Env {
+		if v, ok := strings.CutPrefix(env, "JUPYTER_TOKEN="); ok {
+			return filepath.Join(dir, "jupyter.sock"), v, nil
+		}
+	}
+	return "", "", fmt.Errorf("inspect container of %s: no JUPYTER_TOKEN", contextID)
+}
+
+// MemoryUsage returns the memory a context's container uses now, in bytes,
+// computed as docker stats does: the page cache the kernel can drop at once
+// (inactive files) does not count.
+func (r *Runtime) MemoryUsage(ctx context.Context, contextID string) (uint64, error) {
+	res, err := r.cli.ContainerStats(ctx, "sandboxd-"+contextID, client.ContainerStatsOptions{})
+	if err != nil {
+		return 0, translate(err, "stats of "+contextID)
+	}
+	defer res.Body.Close()
+	var s container.StatsResponse
+	if err := json.NewDecoder(res.Body).Decode(&s); err != nil {
+		return 0, fmt.Errorf("stats of %s: decode: %w", contextID, err)
+	}
+	m := s.MemoryStats
+	// cgroup v1 names it total_inactive_file, v2 inactive_file; engines
+	// before 19.03 subtracted the whole cache.
+	for _, key := range []string{"total_inactive_file", "inactive_file", "cache"} {
+		if v, ok := m.Stats[key]; ok {
+			if v < m.Usage {
+				return m.Usage - v, nil
+			}
+			break
+		}
+	}
+	return m.Usage, nil
+}
+
+// Connect connects to the engine like New but makes no socket directory:
+// for tools that only look at the containers of a running daemon.
+func Connect(cfg Config) (*Runtime, error) {
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return &Runtime{cli: cli, cfg: cfg}, nil
+}

@@ -1,0 +1,72 @@
+// Package httpapi serves sandboxd's HTTP API: routes, request decoding,
+// JSON responses and errors, access logs and metrics.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sandboxd/sandboxd/internal/contexts"
+)
+
+// contextService lists the methods the handlers call.
+type contextService interface {
+	Create(ctx context.Context, req contexts.CreateRequest) (contexts.Info, error)
+	Get(id string) (contexts.Info, error)
+	List() []contexts.Info
+	Delete(ctx context.Context, id string) error
+	Execute(ctx context.Context, id string, req contexts.ExecuteRequest) (contexts.Execution, error)
+	Interrupt(ctx context.Context, id string) error
+	Restart(ctx context.Context, id string) (contexts.Info, error)
+	Ping(ctx context.Context) error
+	Languages(ctx context.Context) ([]contexts.LanguageStatus, error)
+	Pools() []contexts.PoolStatus
+}
+
+// Config tunes the handler.
+type Config struct {
+	// MaxBodyBytes caps request bodies; larger ones get 413.
+	MaxBodyBytes int64
+	// Registry serves /metrics and receives the HTTP metrics.
+	Registry *prometheus.Registry
+}
+
+// NewHandler returns the whole HTTP API.
+func NewHandler(log *slog.Logger, svc contextService, cfg Config) http.Handler {
+	r := chi.NewRouter()
+	r.Use(recoverer(log), accessLog(log), trackMetrics(cfg.Registry), limitBody(log, cfg.MaxBodyBytes))
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, log, contexts.Errorf(codeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, log, contexts.Errorf(codeMethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+	})
+	addRoutes(r, log, svc, cfg)
+	return r
+}
+
+// addRoutes lists every route of the API.
+func addRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
+	r.Get("/health", handleHealth())
+	r.Get("/readyz", handleReady(log, svc))
+	r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	r.Get("/api/v1/languages", handleListLanguages(log, svc))
+	r.Get("/api/v1/pool", handlePool(svc))
+	r.Route("/api/v1/contexts", func(r chi.Router) {
+		r.Post("/", handleCreateContext(log, svc))
+		r.Get("/", handleListContexts(svc))
+		r.Route("/{id}", func(r chi.Router) {
+			r.Get("/", handleGetContext(log, svc))
+			r.Delete("/", handleDeleteContext(log, svc))
+			r.Post("/execute", handleExecute(log, svc))
+			r.Post("/interrupt", handleInterrupt(log, svc))
+			r.Post("/restart", handleRestart(log, svc))
+			r.Get("/ws", handleRelay(log, svc, cfg.MaxBodyBytes))
+		})
+	})
+}

@@ -1,0 +1,66 @@
+// Package testenv gives tests what they need to run against a real Docker
+// engine and a real kernel image. It imports nothing of sandboxd's, so every
+// package's tests can use it.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// KernelImage is the image tests run kernels in: $SANDBOXD_TEST_IMAGE, or
+// the one `make images` builds.
+func KernelImage() string {
+	if img := os.Getenv("SANDBOXD_TEST_IMAGE"); img != "" {
+		return img
+	}
+	return "sandboxd/python-kernel:latest"
+}
+
+// RequireDocker skips tb when no Docker engine answers, or fails it when
+// SANDBOXD_REQUIRE_DOCKER is set (as `make test` and CI do), so tests that
+// need Docker never pass silently there. It also skips in -short mode.
+func RequireDocker(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("needs Docker; skipped in -short mode")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "version", "--format", "{{.Server.APIVersion}}").CombinedOutput()
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(out))
+	}
+	if err != nil {
+		if os.Getenv("SANDBOXD_REQUIRE_DOCKER") != "" {
+			tb.Fatalf("Docker is required (SANDBOXD_REQUIRE_DOCKER is set) but unavailable: %v", err)
+		}
+		tb.Skipf("Docker unavailable: %v", err)
+	}
+}
+
+// Owner returns a daemon name of tb's own, so its containers are told apart
+// from those of other tests and of a sandboxd the user runs.
+func Owner(tb testing.TB) string {
+	return "sandboxd-test-" + uuid.NewString()[:8]
+}
+
+// SocketDir returns a fresh directory for kernel sockets, removed at the end.
+func SocketDir(tb testing.TB) string {
+	tb.Helper()
+	// Unix socket paths are short (108 bytes): t.TempDir's can be too long.
+	dir, err := os.MkdirTemp("", "sbx")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Clean(dir)
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Builds the images sandboxd needs: the kernel images and the sandboxd image.
+# `--kernel-only` builds the kernel images alone. KERNEL_IMAGES picks which
+# kernel images to build, in order, from "python r bash" (the default; set
+# it empty to build none).
+#
+# The base image is pulled when a registry is reachable. Where none is, a Debian
+# base is made locally with debootstrap and `docker import`, so the Dockerfiles
+# stay ordinary for everyone else. Images whose inputs did not change are kept.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+BASE_IMAGE=${BASE_IMAGE:-debian:trixie-slim}
+LOCAL_BASE=${LOCAL_BASE:-sandboxd/debian-base:trixie}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+KERNEL_IMAGE=${KERNEL_IMAGE:-sandboxd/python-kernel:latest}
+R_KERNEL_IMAGE=${R_KERNEL_IMAGE:-sandboxd/r-kernel:latest}
+BASH_KERNEL_IMAGE=${BASH_KERNEL_IMAGE:-sandboxd/bash-kernel:latest}
+KERNEL_IMAGES=${KERNEL_IMAGES-python r bash}
+SANDBOXD_IMAGE=${SANDBOXD_IMAGE:-sandboxd/sandboxd:latest}
+
+log() { echo "build-images: $*" >&2; }
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# base_image prints the name of a usable Debian trixie base image.
+base_image() {
+	if have_image "$BASE_IMAGE"; then echo "$BASE_IMAGE"; return; fi
+	if have_image "$LOCAL_BASE"; then echo "$LOCAL_BASE"; return; fi
+	if timeout 60 docker pull "$BASE_IMAGE" >/dev/null 2>&1; then echo "$BASE_IMAGE"; return; fi
+	log "cannot pull $BASE_IMAGE; making $LOCAL_BASE with debootstrap"
+	if ! command -v debootstrap >/dev/null; then
+		apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
+	fi
+	local dir
+	dir=$(mktemp -d)
+	trap 'rm -rf "$dir"' RETURN
+	debootstrap --variant=minbase trixie "$dir" "$DEBIAN_MIRROR" >&2
+	# Keep the image small, as the slim image does.
+	rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/archives/*.deb
+	tar -C "$dir" -c . | docker import - "$LOCAL_BASE" >/dev/null
+	echo "$LOCAL_BASE"
+}
+
+# inputs_hash hashes everything an image is built from, so an unchanged image
+# is never rebuilt.
+inputs_hash() { (echo "$1"; tar -C "$2" -c --sort=name --mtime=@0 --owner=0 --group=0 .) | sha256sum | cut -c1-16; }
+
+# build NAME CONTEXT_DIR DOCKERFILE BASE
+build() {
+	local name=$1 dir=$2 file=$3 base=$4 hash
+	hash=$(inputs_hash "$(docker image inspect -f '{{.Id}}' "$base")" "$dir")
+	if [ "$(docker image inspect -f '{{index .Config.Labels "sandboxd.inputs"}}' "$name" 2>/dev/null)" = "$hash" ]; then
+		log "$name is up to date"
+		return
+	fi
+	log "building $name"
+	docker build -q --build-arg BASE_IMAGE="$base" --label sandboxd.inputs="$hash" -f "$file" -t "$name" "$dir" >/dev/null
+	# The image this one replaces is now untagged: drop it.
+	docker image prune -f --filter label=sandboxd.inputs >/dev/null
+}
+
+# kernel_image_name KIND prints the image name for a kind in KERNEL_IMAGES.
+kernel_image_name() {
+	case $1 in
+	python) echo "$KERNEL_IMAGE" ;;
+	r) echo "$R_KERNEL_IMAGE" ;;
+	bash) echo "$BASH_KERNEL_IMAGE" ;;
+	*) return 1 ;;
+	esac
+}
+
+# Check every name first, so a typo fails before a long build, not after.
+for kind in $KERNEL_IMAGES; do
+	if ! kernel_image_name "$kind" >/dev/null; then
+		log "unknown kernel image '$kind' in KERNEL_IMAGES (known: python r bash)"
+		exit 2
+	fi
+done
+
+base=$(base_image)
+for kind in $KERNEL_IMAGES; do
+	build "$(kernel_image_name "$kind")" "images/$kind-kernel" "images/$kind-kernel/Dockerfile" "$base"
+done
+if [ "${1:-}" != "--kernel-only" ]; then
+	ctx=$(mktemp -d)
+	trap 'rm -rf "$ctx"' EXIT
+	cp bin/sandboxd images/sandboxd/Dockerfile "$ctx/"
+	build "$SANDBOXD_IMAGE" "$ctx" "$ctx/Dockerfile" "$base"
+fi
