@@ -63,6 +63,7 @@ type config struct {
 	Pool           poolSizes
 	PoolMaxAge     time.Duration
 	MaxContexts    int
+	FullWait       time.Duration
 	LogFormat      string
 	LogLevel       slog.Level
 }
@@ -136,6 +137,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Var(&c.Pool, "pool", "ready kernels to keep per language, as python=2,r=1; 0 or none for a language starts its contexts cold")
 	fs.DurationVar(&c.PoolMaxAge, "pool-max-age", 30*time.Minute, "how long a kernel may wait in the pool before a fresh one replaces it; 0 is no limit")
 	fs.IntVar(&c.MaxContexts, "max-contexts", 50, "most contexts that may exist at once; more are refused with 429; 0 is no limit")
+	fs.DurationVar(&c.FullWait, "full-wait", 0, "how long a create waits for room when --max-contexts contexts exist; 0 refuses it at once")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -226,6 +228,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxTimeout:     cfg.MaxTimeout,
 		MaxOutput:      int(cfg.MaxOutput),
 		MaxContexts:    cfg.MaxContexts,
+		FullWait:       cfg.FullWait,
 		PoolSizes:      cfg.Pool,
 		PoolMaxAge:     cfg.PoolMaxAge,
 	}, log, contexts.NewMetrics(reg))

@@ -273,6 +273,14 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("carriage returns kept, invalid UTF-8 replaced", func(t *testing.T) {
+		// The sleep lets ipykernel's fd reader pass the raw write on.
+		e := d.execute(t, id, "import os, sys\nprint('10%\\r20%')\nsys.stdout.flush()\nos.write(1, b'bad \\xff\\n')\nimport time; time.sleep(0.2)", 30)
+		if e.Output.Stdout != "10%\r20%\nbad \uFFFD\n" {
+			t.Errorf("stdout %q", e.Output.Stdout)
+		}
+	})
+
 	t.Run("state is kept and private", func(t *testing.T) {
 		d.execute(t, id, "x = 100", 0)
 		if e := d.execute(t, id, "print(x)", 0); e.Output.Stdout != "100\n" {

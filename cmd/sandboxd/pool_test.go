@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // createPooled creates a context with body and returns its id and whether
@@ -26,9 +27,10 @@ func (d *daemon) createPooled(tb testing.TB, body any) (id, pool string) {
 
 // A context from the warm pool gets its own working dir and env like a
 // cold one; the pool refills; creation past it still works, cold; and
-// --max-contexts holds, the pool's kernels not counted.
+// --max-contexts holds, the pool's kernels not counted, with creates
+// waiting up to --full-wait for room.
 func TestWarmPool(t *testing.T) {
-	d := startDaemon(t, "--pool", "python=1", "--max-contexts", "3")
+	d := startDaemon(t, "--pool", "python=1", "--max-contexts", "3", "--full-wait", "3s")
 	d.waitPoolFull(t)
 
 	body := map[string]any{"working_dir": "/workspace/w", "env": map[string]string{"A": "1"}}
@@ -61,12 +63,20 @@ func TestWarmPool(t *testing.T) {
 		t.Errorf("default working dir: %+v", e)
 	}
 
+	// Full: a create waits --full-wait for room, then gets 429.
 	var e errorJSON
 	if status := d.call(t, "POST", "/api/v1/contexts", nil, &e); status != http.StatusTooManyRequests || e.Code != "TOO_MANY_CONTEXTS" {
 		t.Errorf("create past --max-contexts: %d %+v", status, e)
 	}
+	// One waiting gets the room a delete makes.
+	created := make(chan string)
+	go func() {
+		id, _ := d.createPooled(t, nil)
+		created <- id
+	}()
+	time.Sleep(500 * time.Millisecond) // let it start waiting
 	d.call(t, "DELETE", "/api/v1/contexts/"+warm, nil, nil)
-	if id, _ := d.createPooled(t, nil); id == "" {
-		t.Error("no room after a delete")
+	if id := <-created; id == "" {
+		t.Error("no context for the waiting create")
 	}
 }

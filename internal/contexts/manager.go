@@ -50,6 +50,9 @@ type Config struct {
 	// MaxContexts caps the contexts that may exist at once; 0 is no cap.
 	// Kernels waiting in the pool do not count.
 	MaxContexts int
+	// FullWait is how long a create waits for room when MaxContexts
+	// contexts exist; 0 refuses it at once.
+	FullWait time.Duration
 	// PoolSizes is how many ready kernels to keep per language name.
 	PoolSizes map[string]int
 	// PoolMaxAge is how long a kernel may wait in the pool before it is
@@ -125,8 +128,10 @@ type Manager struct {
 
 	mu       sync.RWMutex
 	contexts map[string]*sandbox
-	// reserved counts the contexts that exist or are being made.
+	// reserved counts the contexts that exist or are being made; freed is
+	// closed, and replaced, when one goes.
 	reserved int
+	freed    chan struct{}
 }
 
 // sandbox is one live context.
@@ -236,6 +241,7 @@ func NewManager(rt Runtime, cfg Config, log *slog.Logger, m *Metrics) *Manager {
 		stopWatch: cancel,
 		contexts:  map[string]*sandbox{},
 		pools:     map[string]*pool{},
+		freed:     make(chan struct{}),
 	}
 	for _, l := range cfg.Languages {
 		if n := cfg.PoolSizes[l.Name]; n > 0 {
@@ -344,14 +350,14 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	if err := validateEnv(req.Env); err != nil {
 		return Info{}, err
 	}
-	if !m.reserve() {
+	if err := m.reserve(ctx); err != nil {
 		m.metrics.creates.WithLabelValues("error").Inc()
-		return Info{}, Errorf(CodeTooManyContexts, "there are %d contexts, the most this daemon allows; delete some first", m.cfg.MaxContexts)
+		return Info{}, err
 	}
 	registered := false
 	defer func() {
 		if !registered {
-			m.unreserve()
+			m.release()
 		}
 	}()
 
@@ -447,21 +453,36 @@ func (m *Manager) boot(ctx context.Context, lang Language) (*sandbox, error) {
 	return s, nil
 }
 
-// reserve counts a context about to be made against MaxContexts, and
-// reports whether there was room for it.
-func (m *Manager) reserve() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cfg.MaxContexts > 0 && m.reserved >= m.cfg.MaxContexts {
-		return false
+// reserve counts a context about to be made against MaxContexts. When
+// there is no room it waits up to FullWait for a context to go, then fails
+// with CodeTooManyContexts.
+func (m *Manager) reserve(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.FullWait)
+	defer cancel()
+	for {
+		m.mu.Lock()
+		if m.cfg.MaxContexts <= 0 || m.reserved < m.cfg.MaxContexts {
+			m.reserved++
+			m.mu.Unlock()
+			return nil
+		}
+		freed := m.freed
+		m.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return Errorf(CodeTooManyContexts, "there are %d contexts, the most this daemon allows; delete some first", m.cfg.MaxContexts)
+		}
 	}
-	m.reserved++
-	return true
 }
 
-func (m *Manager) unreserve() {
+// release gives back what reserve took, and wakes the creates waiting
+// for room.
+func (m *Manager) release() {
 	m.mu.Lock()
 	m.reserved--
+	close(m.freed)
+	m.freed = make(chan struct{})
 	m.mu.Unlock()
 }
 
@@ -547,14 +568,12 @@ func (m *Manager) List() []Info {
 func (m *Manager) Delete(ctx context.Context, id string) error {
 	m.mu.Lock()
 	s := m.contexts[id]
-	if s != nil {
-		delete(m.contexts, id)
-		m.reserved--
-	}
+	delete(m.contexts, id)
 	m.mu.Unlock()
 	if s == nil {
 		return Errorf(CodeNotFound, "Context not found")
 	}
+	m.release()
 	m.metrics.active.Dec()
 	return m.remove(s)
 }
