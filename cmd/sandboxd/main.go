@@ -64,6 +64,11 @@ type config struct {
 	PoolMaxAge     time.Duration
 	MaxContexts    int
 	FullWait       time.Duration
+	APIKey         string
+	APIKeyFile     string
+	BasicAuth      string
+	AllowedHosts   string
+	Insecure       bool
 	LogFormat      string
 	LogLevel       slog.Level
 }
@@ -138,6 +143,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.PoolMaxAge, "pool-max-age", 30*time.Minute, "how long a kernel may wait in the pool before a fresh one replaces it; 0 is no limit")
 	fs.IntVar(&c.MaxContexts, "max-contexts", 50, "most contexts that may exist at once; more are refused with 429; 0 is no limit")
 	fs.DurationVar(&c.FullWait, "full-wait", 0, "how long a create waits for room when --max-contexts contexts exist; 0 refuses it at once")
+	fs.StringVar(&c.APIKey, "api-key", "", "require Authorization: Bearer with this key on every request but /health")
+	fs.StringVar(&c.APIKeyFile, "api-key-file", "", "file of API keys, one per line, each accepted like --api-key")
+	fs.StringVar(&c.BasicAuth, "basic-auth", "", "require HTTP Basic credentials user:password (or an API key)")
+	fs.StringVar(&c.AllowedHosts, "allowed-hosts", "", "Host header names accepted besides localhost when no auth is set, comma-separated; * for any")
+	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening on a non-loopback address without auth")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -171,6 +181,48 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	return c, nil
 }
 
+// auth gathers the credentials the configuration names, reading key files.
+func (c config) auth() (httpapi.Auth, error) {
+	var a httpapi.Auth
+	if c.APIKey != "" {
+		a.APIKeys = append(a.APIKeys, c.APIKey)
+	}
+	if c.APIKeyFile != "" {
+		b, err := os.ReadFile(c.APIKeyFile)
+		if err != nil {
+			return a, fmt.Errorf("--api-key-file: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if key := strings.TrimSpace(line); key != "" && !strings.HasPrefix(key, "#") {
+				a.APIKeys = append(a.APIKeys, key)
+			}
+		}
+		if len(a.APIKeys) == 0 {
+			return a, fmt.Errorf("--api-key-file %s holds no key", c.APIKeyFile)
+		}
+	}
+	if c.BasicAuth != "" {
+		if !strings.Contains(c.BasicAuth, ":") {
+			return a, errors.New("--basic-auth must be user:password")
+		}
+		a.Basic = append(a.Basic, c.BasicAuth)
+	}
+	return a, nil
+}
+
+// loopback reports whether addr (host:port) listens on this machine alone.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 func version() string {
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 		return bi.Main.Version
@@ -186,6 +238,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
+	}
+	auth, err := cfg.auth()
+	if err != nil {
+		return err
+	}
+	if !loopback(cfg.Listen) && !auth.Enabled() && !cfg.Insecure {
+		return fmt.Errorf("--listen %s is reachable from other machines: set --api-key or --basic-auth, or --insecure to serve it without auth", cfg.Listen)
 	}
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	var log *slog.Logger
@@ -251,8 +310,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	base, endBase := context.WithCancel(context.Background())
 	defer endBase()
 	srv := &http.Server{
-		BaseContext:       func(net.Listener) context.Context { return base },
-		Handler:           httpapi.NewHandler(log, mgr, httpapi.Config{MaxBodyBytes: int64(cfg.MaxBody), Registry: reg}),
+		BaseContext: func(net.Listener) context.Context { return base },
+		Handler: httpapi.NewHandler(log, mgr, httpapi.Config{
+			MaxBodyBytes: int64(cfg.MaxBody),
+			Registry:     reg,
+			Auth:         auth,
+			AllowedHosts: strings.Split(cfg.AllowedHosts, ","),
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
 		IdleTimeout:       2 * time.Minute,

@@ -519,3 +519,38 @@ func TestShutdownRemovesContexts(t *testing.T) {
 		t.Errorf("%d containers left after shutdown", n)
 	}
 }
+
+// A daemon reachable from other machines needs auth, or says it does not.
+func TestNonLoopbackNeedsAuth(t *testing.T) {
+	err := run(context.Background(), []string{"--listen", "0.0.0.0:0"}, func(string) string { return "" }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--insecure") {
+		t.Errorf("run on 0.0.0.0 without auth: %v", err)
+	}
+}
+
+// With an API key, every route but /health wants it.
+func TestAPIKey(t *testing.T) {
+	d := startDaemon(t, "--api-key", "s3cret", "--pool", "python=0")
+	for _, tt := range []struct {
+		path, key string
+		want      int
+	}{
+		{"/health", "", 200},
+		{"/api/v1/contexts", "", 401},
+		{"/api/v1/contexts", "wrong", 401},
+		{"/api/v1/contexts", "s3cret", 200},
+	} {
+		req, _ := http.NewRequest("GET", d.url+tt.path, nil)
+		if tt.key != "" {
+			req.Header.Set("Authorization", "Bearer "+tt.key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("GET %s with key %q: %d, want %d", tt.path, tt.key, resp.StatusCode, tt.want)
+		}
+	}
+}

@@ -246,9 +246,9 @@ func containsFold(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
 }
 
-// Endpoint returns the unix socket of a context's Jupyter server, as this
-// host sees it, and the server's token. Tools that measure sandboxd against
-// a bare kernel use it; the daemon itself keeps both from Start.
+// Endpoint returns the unix socket of a context's Jupyter server, as the
+// daemon sees it, and the server's token. Tools that measure sandboxd
+// against a bare kernel use it; the daemon itself keeps both from Start.
 func (r *Runtime) Endpoint(ctx context.Context, contextID string) (socket, token string, err error) {
 	res, err := r.cli.ContainerInspect(ctx, "sandboxd-"+contextID, client.ContainerInspectOptions{})
 	if err != nil {

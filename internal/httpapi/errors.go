@@ -26,6 +26,8 @@ var statusByCode = map[string]int{
 	codeTooLarge:                     http.StatusRequestEntityTooLarge,
 	codeNotFound:                     http.StatusNotFound,
 	codeMethodNotAllowed:             http.StatusMethodNotAllowed,
+	codeUnauthorized:                 http.StatusUnauthorized,
+	codeForbidden:                    http.StatusForbidden,
 	contexts.CodeInternal:            http.StatusInternalServerError,
 }
 

@@ -183,7 +183,8 @@ func newTestServer(tb testing.TB, fake *fakeService) *testServer {
 		fake = &fakeService{}
 	}
 	reg := prometheus.NewRegistry()
-	h := NewHandler(slog.New(slog.DiscardHandler), fake, Config{MaxBodyBytes: maxBody, Registry: reg})
+	// httptest's requests are for example.com.
+	h := NewHandler(slog.New(slog.DiscardHandler), fake, Config{MaxBodyBytes: maxBody, Registry: reg, AllowedHosts: []string{"example.com"}})
 	return &testServer{h: h, fake: fake, reg: reg, v: validator(tb)}
 }
 

@@ -34,12 +34,17 @@ type Config struct {
 	MaxBodyBytes int64
 	// Registry serves /metrics and receives the HTTP metrics.
 	Registry *prometheus.Registry
+	// Auth, when enabled, is required of every request but /health.
+	Auth Auth
+	// AllowedHosts are Host header values accepted besides this machine's
+	// own names when auth is off; "*" accepts any.
+	AllowedHosts []string
 }
 
 // NewHandler returns the whole HTTP API.
 func NewHandler(log *slog.Logger, svc contextService, cfg Config) http.Handler {
 	r := chi.NewRouter()
-	r.Use(recoverer(log), accessLog(log), trackMetrics(cfg.Registry), limitBody(log, cfg.MaxBodyBytes))
+	r.Use(recoverer(log), accessLog(log), trackMetrics(cfg.Registry), guard(log, cfg.Auth, cfg.AllowedHosts), limitBody(log, cfg.MaxBodyBytes))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, log, contexts.Errorf(codeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

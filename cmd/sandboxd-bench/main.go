@@ -1,0 +1,225 @@
+// Command sandboxd-bench measures a running sandboxd: how fast it creates
+// contexts (from its warm pool and cold), how much an execution costs over
+// a bare Jupyter kernel in the same container, how fast it returns large
+// output, its throughput, and its memory.
+//
+//	sandboxd-bench [--url http://127.0.0.1:8080] [--socket-dir /run/sandboxd] [--json]
+//	               [--calls 300] [--parallel 8] [--duration 20s] [--burst 20]
+//
+// It prints progress to stderr and the results to stdout, as a table or,
+// with --json, as one JSON object so that runs can be compared. Everything
+// it creates is deleted at the end, also on Ctrl-C.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/docker"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sandboxd-bench:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	URL       string
+	SocketDir string
+	JSON      bool
+	Calls     int
+	Parallel  int
+	Duration  time.Duration
+	Burst     int
+}
+
+func parseConfig(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("sandboxd-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.URL, "url", "http://127.0.0.1:8080", "base URL of the sandboxd to measure")
+	fs.StringVar(&c.SocketDir, "socket-dir", "/run/sandboxd", "the daemon's --socket-dir as seen from here, to reach kernels directly for the floor; when a context's socket is not under it, the path on its container's label is used")
+	fs.BoolVar(&c.JSON, "json", false, "print the results as JSON")
+	fs.IntVar(&c.Calls, "calls", 300, "sequential executions measured for latency, and as many for the floor")
+	fs.IntVar(&c.Parallel, "parallel", 8, "contexts executing at once for throughput")
+	fs.DurationVar(&c.Duration, "duration", 20*time.Second, "how long each throughput run lasts")
+	fs.IntVar(&c.Burst, "burst", 20, "contexts created back to back in the burst")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	case c.Calls < 1, c.Parallel < 1, c.Burst < 1:
+		return c, errors.New("--calls, --parallel and --burst must be at least 1")
+	case c.Duration <= 0:
+		return c, errors.New("--duration must be positive")
+	}
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	counter := &countingTransport{base: newTransport(cfg.Parallel)}
+	b := &bench{
+		cfg:     cfg,
+		api:     client.New(cfg.URL, client.WithHTTPClient(&http.Client{Transport: counter})),
+		bytes:   counter,
+		stderr:  stderr,
+		session: "sandboxd-bench-" + uuid.NewString()[:8],
+		live:    map[string]bool{},
+	}
+	if rt, err := docker.Connect(docker.Config{SocketDir: cfg.SocketDir}); err != nil {
+		b.dockerErr = err
+	} else {
+		b.docker = rt
+		defer rt.Close()
+	}
+
+	rep, err := b.run(ctx)
+	// Clean up even after Ctrl-C: ctx is done then, so use one of our own.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	if cerr := b.cleanup(cctx); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))
+	}
+	if err != nil {
+		return err
+	}
+	if cfg.JSON {
+		return rep.writeJSON(stdout)
+	}
+	return rep.writeTable(stdout)
+}
+
+// bench holds what the measurements share.
+type bench struct {
+	cfg     config
+	api     *client.Client
+	bytes   *countingTransport
+	stderr  io.Writer
+	session string // session_name of every context we create, to find strays
+
+	docker    *docker.Runtime // nil when dockerErr says why
+	dockerErr error
+
+	noPool bool // the server has no pool endpoint
+
+	mu   sync.Mutex
+	live map[string]bool // contexts created and not yet deleted
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.stderr, "sandboxd-bench: "+format+"\n", args...)
+}
+
+// create creates a python context and remembers it for cleanup.
+func (b *bench) create(ctx context.Context) (*client.Context, time.Duration, error) {
+	start := time.Now()
+	c, err := b.api.CreateContext(ctx, client.CreateRequest{Language: "python", SessionName: b.session})
+	took := time.Since(start)
+	if err != nil {
+		return nil, took, err
+	}
+	b.mu.Lock()
+	b.live[c.ID] = true
+	b.mu.Unlock()
+	return c, took, nil
+}
+
+func (b *bench) remove(ctx context.Context, id string) error {
+	err := b.api.DeleteContext(ctx, id)
+	if err == nil || client.IsCode(err, client.CodeContextNotFound) {
+		b.mu.Lock()
+		delete(b.live, id)
+		b.mu.Unlock()
+		return nil
+	}
+	return err
+}
+
+// cleanup deletes every context this run made: those it knows, and any
+// with its session name, such as one whose create was cut off by Ctrl-C
+// after the server had made it.
+func (b *bench) cleanup(ctx context.Context) error {
+	var errs []error
+	all, err := b.api.ListContexts(ctx)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	b.mu.Lock()
+	for _, c := range all {
+		if c.SessionName == b.session {
+			b.live[c.ID] = true
+		}
+	}
+	ids := make([]string, 0, len(b.live))
+	for id := range b.live {
+		ids = append(ids, id)
+	}
+	b.mu.Unlock()
+	if len(ids) > 0 {
+		b.logf("deleting %d contexts", len(ids))
+	}
+	for _, id := range ids {
+		if err := b.remove(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// newTransport makes the transport of the API client: enough idle
+// connections that parallel callers never reconnect, which would be
+// measured as the daemon's cost.
+func newTransport(parallel int) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = max(64, 2*parallel)
+	t.MaxIdleConns = t.MaxIdleConnsPerHost
+	return t
+}
+
+// countingTransport counts the bytes of the response bodies read through it.
+type countingTransport struct {
+	base http.RoundTripper
+	n    atomic.Int64
+}
+
+func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	if err == nil {
+		resp.Body = &countingBody{ReadCloser: resp.Body, n: &t.n}
+	}
+	return resp, err
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}

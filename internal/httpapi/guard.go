@@ -1,0 +1,100 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/sandboxd/sandboxd/internal/contexts"
+)
+
+// Codes of the guard's refusals.
+const (
+	codeUnauthorized = "UNAUTHORIZED"
+	codeForbidden    = "FORBIDDEN_HOST"
+)
+
+// Auth is who may call the API. With neither field set, anyone who can
+// reach the port may.
+type Auth struct {
+	APIKeys []string // accepted as Authorization: Bearer <key>
+	Basic   []string // accepted as HTTP Basic credentials, each "user:password"
+}
+
+// Enabled reports whether credentials are required.
+func (a Auth) Enabled() bool { return len(a.APIKeys)+len(a.Basic) > 0 }
+
+// allows reports whether r carries credentials a accepts. Every secret is
+// compared in constant time, through a hash so that lengths leak nothing.
+func (a Auth) allows(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	var given string
+	var accepted []string
+	if key, ok := strings.CutPrefix(h, "Bearer "); ok {
+		given, accepted = key, a.APIKeys
+	} else if user, pass, ok := r.BasicAuth(); ok {
+		given, accepted = user+":"+pass, a.Basic
+	}
+	if given == "" {
+		return false
+	}
+	g := sha256.Sum256([]byte(given))
+	ok := 0
+	for _, s := range accepted {
+		want := sha256.Sum256([]byte(s))
+		ok |= subtle.ConstantTimeCompare(g[:], want[:])
+	}
+	return ok == 1
+}
+
+// guard refuses requests without valid credentials (when auth is on) with
+// 401, and, when auth is off, requests whose Host is not this machine's
+// nor listed in allowedHosts with 403: a page on any web site can make the
+// browser send requests to localhost through a name it controls (DNS
+// rebinding), and only the Host header tells. /health stays open to all.
+func guard(log *slog.Logger, auth Auth, allowedHosts []string) func(http.Handler) http.Handler {
+	anyHost := false
+	allowed := map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true}
+	for _, h := range allowedHosts {
+		if h = strings.TrimSpace(h); h == "" {
+			continue
+		}
+		if h == "*" {
+			anyHost = true
+		}
+		allowed[strings.ToLower(h)] = true
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/health" {
+				next.ServeHTTP(w, r)
+				return
+			}
+			if auth.Enabled() {
+				if !auth.allows(r) {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxd"`)
+					if len(auth.Basic) > 0 {
+						w.Header().Add("WWW-Authenticate", `Basic realm="sandboxd"`)
+					}
+					writeError(w, r, log, contexts.Errorf(codeUnauthorized, "valid credentials are required"))
+					return
+				}
+			} else if !anyHost && !allowed[hostOnly(r.Host)] {
+				writeError(w, r, log, contexts.Errorf(codeForbidden, "host %q is not allowed; use localhost, or add it with --allowed-hosts", r.Host))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// hostOnly returns the host of a Host header, without port or brackets.
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return strings.ToLower(h)
+	}
+	return strings.ToLower(strings.Trim(hostport, "[]"))
+}

@@ -1,0 +1,63 @@
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestGuard(t *testing.T) {
+	fake := &fakeService{ping: func(ctx context.Context) error { return nil }}
+	tests := []struct {
+		name    string
+		cfg     Config
+		path    string
+		host    string
+		header  http.Header
+		status  int
+		wwwAuth bool
+	}{
+		{name: "localhost", path: "/readyz", host: "localhost:8080", status: 200},
+		{name: "loopback ip", path: "/readyz", host: "127.0.0.1:8080", status: 200},
+		{name: "loopback v6", path: "/readyz", host: "[::1]:8080", status: 200},
+		{name: "rebound name", path: "/readyz", host: "evil.example:8080", status: 403},
+		{name: "rebound name, health", path: "/health", host: "evil.example", status: 200},
+		{name: "allowed host", cfg: Config{AllowedHosts: []string{"sandboxd"}}, path: "/readyz", host: "sandboxd:8080", status: 200},
+		{name: "any host", cfg: Config{AllowedHosts: []string{"*"}}, path: "/readyz", host: "evil.example", status: 200},
+
+		{name: "key missing", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/readyz", host: "localhost", status: 401, wwwAuth: true},
+		{name: "key wrong", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/readyz", host: "localhost", header: http.Header{"Authorization": {"Bearer k2"}}, status: 401, wwwAuth: true},
+		{name: "key prefix", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/readyz", host: "localhost", header: http.Header{"Authorization": {"Bearer k"}}, status: 401, wwwAuth: true},
+		{name: "key right", cfg: Config{Auth: Auth{APIKeys: []string{"k0", "k1"}}}, path: "/readyz", host: "localhost", header: http.Header{"Authorization": {"Bearer k1"}}, status: 200},
+		{name: "key right, any host", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/readyz", host: "sandboxd.internal", header: http.Header{"Authorization": {"Bearer k1"}}, status: 200},
+		{name: "key as basic", cfg: Config{Auth: Auth{APIKeys: []string{"u:p"}}}, path: "/readyz", host: "localhost", header: http.Header{"Authorization": {"Basic dTpw"}}, status: 401, wwwAuth: true},
+		{name: "basic right", cfg: Config{Auth: Auth{Basic: []string{"u:p"}}}, path: "/readyz", host: "localhost", header: http.Header{"Authorization": {"Basic dTpw"}}, status: 200},
+		{name: "basic wrong", cfg: Config{Auth: Auth{Basic: []string{"u:q"}}}, path: "/readyz", host: "localhost", header: http.Header{"Authorization": {"Basic dTpw"}}, status: 401, wwwAuth: true},
+		{name: "auth, health open", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/health", host: "localhost", status: 200},
+		{name: "auth, metrics closed", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/metrics", host: "localhost", status: 401, wwwAuth: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			cfg.Registry = prometheus.NewRegistry()
+			h := NewHandler(slog.New(slog.DiscardHandler), fake, cfg)
+			req := httptest.NewRequest("GET", tt.path, nil)
+			req.Host = tt.host
+			for k, v := range tt.header {
+				req.Header[k] = v
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.status {
+				t.Errorf("status %d, want %d: %s", rec.Code, tt.status, rec.Body)
+			}
+			if got := rec.Header().Get("WWW-Authenticate") != ""; got != tt.wwwAuth {
+				t.Errorf("WWW-Authenticate %q", rec.Header().Values("WWW-Authenticate"))
+			}
+		})
+	}
+}
