@@ -443,6 +443,11 @@ func (w *infoWaiter) handle(m *Message) {
 	}
 }
 
+// infoRetry is how long waitInfo waits for an answer before it asks again:
+// short, since the first answer's iopub status is often lost while the
+// kernel starts, and a kernel that is busy starting queues the requests.
+const infoRetry = 200 * time.Millisecond
+
 // waitInfo sends kernel_info_request until one is answered on shell and
 // iopub: a kernel that is still starting may miss the first, and after a
 // restart the server subscribes to the new kernel's iopub late, so what
@@ -458,7 +463,7 @@ func (k *Kernel) waitInfo(ctx context.Context) error {
 			case <-w.done:
 				k.forget(req.Header.MsgID)
 				return nil
-			case <-time.After(time.Second):
+			case <-time.After(infoRetry):
 			case <-ctx.Done():
 			}
 			k.forget(req.Header.MsgID)
