@@ -54,8 +54,9 @@ type Config struct {
 
 // Runtime runs contexts as Docker containers.
 type Runtime struct {
-	cli *client.Client
-	cfg Config
+	cli     *client.Client
+	cfg     Config
+	seccomp string // the containers' seccomp profile, as JSON
 }
 
 var _ contexts.Runtime = (*Runtime)(nil)
@@ -63,17 +64,10 @@ var _ contexts.Runtime = (*Runtime)(nil)
 // New connects to the engine named by the DOCKER_* environment. The API
 // version is negotiated, so older engines work.
 func New(cfg Config) (*Runtime, error) {
-	cli, err := client.New(client.FromEnv)
-	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
-	}
-	if cfg.Network == "" {
-		cfg.Network = "none"
-	}
 	if err := os.MkdirAll(cfg.SocketDir, 0o711); err != nil {
 		return nil, fmt.Errorf("socket dir: %w", err)
 	}
-	return &Runtime{cli: cli, cfg: cfg}, nil
+	return Connect(cfg)
 }
 
 // Close releases the client.
@@ -133,7 +127,7 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 			NetworkMode:    container.NetworkMode(r.cfg.Network),
 			ReadonlyRootfs: true,
 			CapDrop:        []string{"ALL"},
-			SecurityOpt:    []string{"no-new-privileges"},
+			SecurityOpt:    []string{"no-new-privileges", "seccomp=" + r.seccomp},
 			Tmpfs:          map[string]string{"/tmp": "rw,nosuid,nodev,size=" + strconv.FormatInt(l.TmpSize, 10)},
 			Mounts: []mount.Mount{
 				{Type: mount.TypeBind, Source: dir, Target: socketInContainer},
@@ -300,9 +294,16 @@ func (r *Runtime) MemoryUsage(ctx context.Context, contextID string) (uint64, er
 // Connect connects to the engine like New but makes no socket directory:
 // for tools that only look at the containers of a running daemon.
 func Connect(cfg Config) (*Runtime, error) {
+	profile, err := seccompProfile()
+	if err != nil {
+		return nil, fmt.Errorf("seccomp profile: %w", err)
+	}
 	cli, err := client.New(client.FromEnv)
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
-	return &Runtime{cli: cli, cfg: cfg}, nil
+	if cfg.Network == "" {
+		cfg.Network = "none"
+	}
+	return &Runtime{cli: cli, cfg: cfg, seccomp: profile}, nil
 }
