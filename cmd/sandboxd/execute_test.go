@@ -211,31 +211,19 @@ func TestRichResults(t *testing.T) {
 // its peak RSS can be read.
 func TestHugeOutputIsCappedWithFlatMemory(t *testing.T) {
 	testenv.RequireDocker(t)
-	bin := filepath.Join(t.TempDir(), "sandboxd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildDaemon(t)
 	owner, socketDir, addr := testenv.Owner(t), testenv.SocketDir(t), freeAddr(t)
-	cmd := exec.Command(bin, "--listen", addr, "--name", owner, "--socket-dir", socketDir, "--image", testenv.KernelImage(), "--log-level", "warn")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	})
+	proc := startProcess(t, bin, owner, socketDir, addr)
 	d := &daemon{url: "http://" + addr, validator: apitest.New(t)}
-	waitHealthy(t, d.url)
 	id := d.create(t)
 	d.execute(t, id, "1", 0)
-	idle := memoryKiB(t, cmd.Process.Pid, "VmRSS")
+	idle := memoryKiB(t, proc.pid, "VmRSS")
 
 	e := d.execute(t, id, "print('x' * (50 << 20))", 120)
 	if !e.Truncated || len(e.Output.Stdout) > 10<<20+100 || !strings.HasSuffix(e.Output.Stdout, "[output truncated]\n") {
 		t.Errorf("truncated=%v, %d bytes of stdout ending %q", e.Truncated, len(e.Output.Stdout), e.Output.Stdout[max(0, len(e.Output.Stdout)-30):])
 	}
-	peak := memoryKiB(t, cmd.Process.Pid, "VmHWM")
+	peak := memoryKiB(t, proc.pid, "VmHWM")
 	t.Logf("daemon RSS idle %d MiB, peak %d MiB", idle>>10, peak>>10)
 	if peak-idle > 100<<10 {
 		t.Errorf("daemon peak RSS grew by %d MiB over its idle %d MiB", (peak-idle)>>10, idle>>10)
@@ -243,6 +231,49 @@ func TestHugeOutputIsCappedWithFlatMemory(t *testing.T) {
 	if e := d.execute(t, id, "print('still here')", 0); e.Output.Stdout != "still here\n" {
 		t.Errorf("after huge output: %+v", e)
 	}
+}
+
+// buildDaemon builds sandboxd for tests that run it as a process of its own.
+func buildDaemon(tb testing.TB) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "sandboxd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		tb.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// process is a sandboxd running as a process of its own.
+type process struct {
+	pid    int
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// stop sends sig and waits for the process to exit.
+func (p *process) stop(sig os.Signal) {
+	p.cmd.Process.Signal(sig)
+	<-p.exited
+}
+
+// startProcess runs the sandboxd binary bin as owner and waits until it
+// answers; at the end of the test it is stopped as SIGINT does.
+func startProcess(tb testing.TB, bin, owner, socketDir, addr string, args ...string) *process {
+	tb.Helper()
+	args = append([]string{"--listen", addr, "--name", owner, "--socket-dir", socketDir, "--image", testenv.KernelImage(), "--log-level", "warn"}, args...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	p := &process{pid: cmd.Process.Pid, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(p.exited)
+	}()
+	tb.Cleanup(func() { p.stop(os.Interrupt) })
+	waitHealthy(tb, "http://"+addr)
+	return p
 }
 
 func waitHealthy(tb testing.TB, url string) {

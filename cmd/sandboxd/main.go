@@ -69,6 +69,8 @@ type config struct {
 	BasicAuth      string
 	AllowedHosts   string
 	Insecure       bool
+	KeepContexts   bool
+	IdleTTL        time.Duration
 	LogFormat      string
 	LogLevel       slog.Level
 }
@@ -147,6 +149,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.APIKeyFile, "api-key-file", "", "file of API keys, one per line, each accepted like --api-key")
 	fs.StringVar(&c.BasicAuth, "basic-auth", "", "require HTTP Basic credentials user:password (or an API key)")
 	fs.StringVar(&c.AllowedHosts, "allowed-hosts", "", "Host header names accepted besides localhost when no auth is set, comma-separated; * for any")
+	fs.DurationVar(&c.IdleTTL, "idle-ttl", 30*time.Minute, "remove a context after this long without an execution; 0 keeps it until deleted")
+	fs.BoolVar(&c.KeepContexts, "keep-contexts", false, "on SIGTERM, leave contexts running for the next run to take over, instead of removing them")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening on a non-loopback address without auth")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
@@ -290,12 +294,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		FullWait:       cfg.FullWait,
 		PoolSizes:      cfg.Pool,
 		PoolMaxAge:     cfg.PoolMaxAge,
+		StateDir:       cfg.SocketDir,
+		IdleTTL:        cfg.IdleTTL,
 	}, log, contexts.NewMetrics(reg))
 
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	if err := mgr.Prune(pctx); err != nil {
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	if err := mgr.Recover(pctx); err != nil {
 		// Keep serving: /readyz tells when the engine is back.
-		log.Warn("could not remove containers of a previous run", "error", err)
+		log.Warn("could not clean up after a previous run", "error", err)
 	}
 	cancel()
 
@@ -304,7 +310,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		mgr.Close()
 		return err
 	}
-	mgr.StartPools()
+	mgr.Start()
 	// Requests run under base, which ends after the graceful shutdown:
 	// Shutdown does not wait for websockets, so they are told this way.
 	base, endBase := context.WithCancel(context.Background())
@@ -337,6 +343,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer scancel()
 	shutdownErr := srv.Shutdown(sctx)
 	endBase()
+	if cfg.KeepContexts {
+		log.Info("leaving contexts running for the next run")
+		mgr.Detach()
+		return shutdownErr
+	}
 	log.Info("removing contexts")
 	return errors.Join(shutdownErr, mgr.Close())
 }

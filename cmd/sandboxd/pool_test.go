@@ -80,3 +80,28 @@ func TestWarmPool(t *testing.T) {
 		t.Error("no context for the waiting create")
 	}
 }
+
+// A context idle past --idle-ttl is removed with its container; one in use
+// is not.
+func TestIdleContextsAreRemoved(t *testing.T) {
+	d := startDaemon(t, "--idle-ttl", "3s", "--pool", "python=0")
+	idle, used := d.create(t), d.create(t)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		d.execute(t, used, "1", 0)
+		var e errorJSON
+		if d.call(t, "GET", "/api/v1/contexts/"+idle, nil, &e) == http.StatusNotFound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("idle context still there after a minute")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if n := d.containers(t, idle); n != 0 {
+		t.Errorf("%d containers of the idle context left", n)
+	}
+	if status := d.call(t, "GET", "/api/v1/contexts/"+used, nil, nil); status != http.StatusOK {
+		t.Errorf("context in use: %d", status)
+	}
+}

@@ -11,6 +11,7 @@ const (
 	CodeUnsupportedLanguage = "UNSUPPORTED_LANGUAGE"
 	CodeNotFound            = "CONTEXT_NOT_FOUND"
 	CodeTooManyContexts     = "TOO_MANY_CONTEXTS"
+	CodeContextDead         = "CONTEXT_DEAD"
 	CodeDockerUnavailable   = "DOCKER_UNAVAILABLE"
 	CodeKernelUnavailable   = "KERNEL_UNAVAILABLE"
 	CodeInternal            = "INTERNAL"

@@ -58,6 +58,12 @@ type Config struct {
 	// PoolMaxAge is how long a kernel may wait in the pool before it is
 	// replaced by a fresh one; 0 keeps it until it is taken.
 	PoolMaxAge time.Duration
+	// IdleTTL removes a context after this long without an execution; 0
+	// keeps contexts until they are deleted.
+	IdleTTL time.Duration
+	// StateDir, when set, keeps a record of each context, so that Recover
+	// can take its container over after the daemon restarts.
+	StateDir string
 }
 
 // DefaultWorkingDir is where code runs unless the context says otherwise.
@@ -101,6 +107,10 @@ type ExecuteRequest struct {
 	OnEvent func(kernel.Event)
 }
 
+// ErrContainerDied names the error of an execution whose container stopped
+// under it, as kernel.ErrKernelDied names one whose kernel died.
+const ErrContainerDied = "ContainerDied"
+
 // Execution is the outcome of one ExecuteRequest.
 type Execution struct {
 	kernel.Result
@@ -140,6 +150,7 @@ type sandbox struct {
 	lang   Language
 	env    map[string]string
 	inst   Instance
+	token  string // its Jupyter server's
 	kernel *kernel.Kernel
 	// turn admits one execution at a time; blocked senders on a channel are
 	// served in arrival order.
@@ -262,11 +273,36 @@ func (m *Manager) Pools() []PoolStatus {
 	return all
 }
 
-// StartPools starts filling the warm pools in the background. Close stops
-// them.
-func (m *Manager) StartPools() {
+// Start starts the background work: filling the warm pools and removing
+// idle contexts. Close stops it.
+func (m *Manager) Start() {
 	for _, p := range m.pools {
 		p.start()
+	}
+	if m.cfg.IdleTTL > 0 {
+		m.watchers.Add(1)
+		go m.cull()
+	}
+}
+
+// cull removes the contexts idle for longer than IdleTTL until the manager
+// closes.
+func (m *Manager) cull() {
+	defer m.watchers.Done()
+	tick := time.NewTicker(min(max(m.cfg.IdleTTL/4, time.Second), 30*time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+		case <-m.watchCtx.Done():
+			return
+		}
+		for _, c := range m.List() {
+			if c.Status != StatusBusy && time.Since(c.LastActivity) > m.cfg.IdleTTL {
+				m.log.Info("removing an idle context", "context_id", c.ID, "idle", time.Since(c.LastActivity).Round(time.Second))
+				m.Delete(context.Background(), c.ID)
+			}
+		}
 	}
 }
 
@@ -303,20 +339,6 @@ func (m *Manager) Languages(ctx context.Context) ([]LanguageStatus, error) {
 
 // Ping checks that the container engine answers.
 func (m *Manager) Ping(ctx context.Context) error { return m.rt.Ping(ctx) }
-
-// Prune removes the containers a previous run of this daemon left behind.
-func (m *Manager) Prune(ctx context.Context) error {
-	insts, err := m.rt.List(ctx)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, inst := range insts {
-		m.log.Info("removing container left by a previous run", "context_id", inst.ContextID, "container_id", inst.ContainerID)
-		errs = append(errs, m.rt.Remove(ctx, inst))
-	}
-	return errors.Join(errs...)
-}
 
 func (m *Manager) language(name string) (Language, bool) {
 	if name == "" && len(m.cfg.Languages) > 0 {
@@ -391,6 +413,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		return Info{}, &Error{Code: CodeKernelUnavailable, Message: "could not set the working dir and env", Err: err}
 	}
 
+	if err := m.saveRecord(s); err != nil {
+		m.log.Warn("the context will not survive a restart of the daemon", "context_id", s.info.ID, "error", err)
+	}
 	m.mu.Lock()
 	m.contexts[s.info.ID] = s
 	m.mu.Unlock()
@@ -414,8 +439,9 @@ func (m *Manager) boot(ctx context.Context, lang Language) (*sandbox, error) {
 		stopped: make(chan struct{}),
 		status:  StatusActive,
 		booted:  start,
+		token:   randomToken(),
 	}
-	token := randomToken()
+	token := s.token
 	inst, err := m.rt.Start(ctx, Spec{
 		ContextID: id,
 		Image:     lang.Image,
@@ -433,13 +459,7 @@ func (m *Manager) boot(ctx context.Context, lang Language) (*sandbox, error) {
 	err = server.WaitReady(ctx, s.stopped)
 	serverReady := time.Now()
 	if err == nil {
-		s.kernel, err = kernel.Start(ctx, server, lang.KernelName, kernel.Options{
-			MaxOutput:      m.cfg.MaxOutput,
-			InterruptGrace: m.cfg.InterruptGrace,
-			ReadyTimeout:   m.cfg.CreateTimeout,
-			OnRestart:      s.kernelRestarted,
-			Log:            m.log,
-		})
+		s.kernel, err = kernel.Start(ctx, server, lang.KernelName, m.kernelOptions(s))
 	}
 	if err != nil {
 		if s.kernel == nil {
@@ -451,6 +471,16 @@ func (m *Manager) boot(ctx context.Context, lang Language) (*sandbox, error) {
 	m.log.Debug("kernel booted", "context_id", id, "container_id", inst.ContainerID, "kernel_id", s.kernel.ID(),
 		"duration", time.Since(start), "container", started.Sub(start), "server", serverReady.Sub(started), "kernel", time.Since(serverReady))
 	return s, nil
+}
+
+func (m *Manager) kernelOptions(s *sandbox) kernel.Options {
+	return kernel.Options{
+		MaxOutput:      m.cfg.MaxOutput,
+		InterruptGrace: m.cfg.InterruptGrace,
+		ReadyTimeout:   m.cfg.CreateTimeout,
+		OnRestart:      s.kernelRestarted,
+		Log:            m.log,
+	}
 }
 
 // reserve counts a context about to be made against MaxContexts. When
@@ -508,23 +538,48 @@ func randomToken() string {
 }
 
 // watch marks s dead when its container stops.
+// A wait that fails (the engine is unreachable) is retried after these:
+// the container may well be running, and its kernel serving.
+const (
+	watchRetry    = 500 * time.Millisecond
+	watchRetryMax = 10 * time.Second
+)
+
 func (m *Manager) watch(s *sandbox) {
 	m.watchers.Add(1)
 	go func() {
 		defer m.watchers.Done()
-		err := m.rt.Wait(m.watchCtx, s.inst)
-		if m.watchCtx.Err() != nil {
-			return
-		}
-		s.mu.Lock()
-		removed := s.removed
-		s.status = StatusDead
-		s.mu.Unlock()
-		close(s.stopped)
-		if !removed {
-			m.log.Warn("context container stopped", "context_id", s.info.ID, "container_id", s.inst.ContainerID, "error", err)
+		retry := watchRetry
+		for {
+			exit, err := m.rt.Wait(m.watchCtx, s.inst)
+			if m.watchCtx.Err() != nil {
+				return
+			}
+			if err == nil {
+				m.markDead(s, exit)
+				return
+			}
+			m.log.Debug("cannot watch the context's container; retrying", "context_id", s.info.ID, "error", err)
+			select {
+			case <-time.After(retry):
+			case <-m.watchCtx.Done():
+				return
+			}
+			retry = min(2*retry, watchRetryMax)
 		}
 	}()
+}
+
+// markDead records that s's container is no longer running.
+func (m *Manager) markDead(s *sandbox, exit string) {
+	s.mu.Lock()
+	removed := s.removed
+	s.status = StatusDead
+	s.mu.Unlock()
+	close(s.stopped)
+	if !removed {
+		m.log.Warn("context container stopped", "context_id", s.info.ID, "container_id", s.inst.ContainerID, "exit", exit)
+	}
 }
 
 func (m *Manager) get(id string) (*sandbox, error) {
@@ -587,6 +642,7 @@ func (m *Manager) remove(s *sandbox) error {
 	if s.kernel != nil {
 		s.kernel.Close()
 	}
+	m.dropRecord(s.info.ID)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := m.rt.Remove(ctx, s.inst); err != nil {
@@ -640,6 +696,15 @@ func (m *Manager) Execute(ctx context.Context, id string, req ExecuteRequest) (E
 	s.setStatus(StatusBusy)
 	start := time.Now()
 	res, err := s.kernel.Execute(ctx, kernel.Request{Code: req.Code, Timeout: timeout, OnEvent: req.OnEvent})
+	if err == nil && res.Error != nil && res.Error.Name == kernel.ErrKernelDied && !res.Restarted {
+		// The kernel's connection went without a restart: when the whole
+		// container stopped, its watcher says so a moment later.
+		select {
+		case <-s.stopped:
+			res.Error = &kernel.Error{Name: ErrContainerDied, Value: "the context's container stopped (killed, or removed from outside sandboxd); delete the context and create a new one"}
+		case <-time.After(2 * time.Second):
+		}
+	}
 	exe := Execution{Result: res, Duration: time.Since(start)}
 	// A kernel restarted after ignoring an interrupt announces nothing of its
 	// own, unlike one that died.
@@ -686,7 +751,7 @@ func (s *sandbox) takeTurn(ctx context.Context) (release func(), err error) {
 		return nil, Errorf(CodeNotFound, "Context not found")
 	case status == StatusDead:
 		release()
-		return nil, Errorf(CodeKernelUnavailable, "the context's container has stopped; delete it and create a new one")
+		return nil, Errorf(CodeContextDead, "the context's container has stopped; delete it and create a new one")
 	}
 	return release, nil
 }

@@ -19,6 +19,8 @@ type Instance struct {
 	// Jupyter server listens on.
 	Socket string
 	Labels map[string]string
+	// Running is set by List: whether the container runs.
+	Running bool
 }
 
 // Runtime runs containers for contexts. Errors carry CodeDockerUnavailable
@@ -26,8 +28,10 @@ type Instance struct {
 type Runtime interface {
 	// Start creates and starts a context's container.
 	Start(ctx context.Context, spec Spec) (Instance, error)
-	// Wait blocks until the container is no longer running or ctx ends.
-	Wait(ctx context.Context, inst Instance) error
+	// Wait blocks until the container is no longer running, and then says
+	// how it ended. An error means the wait itself failed (the engine went
+	// away, ctx ended): the container may well still run.
+	Wait(ctx context.Context, inst Instance) (exit string, err error)
 	// Remove removes the container and all it made; a container that is
 	// already gone counts as removed.
 	Remove(ctx context.Context, inst Instance) error

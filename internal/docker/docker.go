@@ -159,20 +159,21 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 	return inst, nil
 }
 
-// Wait blocks until the container is no longer running or ctx ends.
-func (r *Runtime) Wait(ctx context.Context, inst contexts.Instance) error {
+// Wait blocks until the container is no longer running and says how it
+// ended, or fails when the engine cannot be asked.
+func (r *Runtime) Wait(ctx context.Context, inst contexts.Instance) (string, error) {
 	res := r.cli.ContainerWait(ctx, inst.ContainerID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
 	select {
 	case w := <-res.Result:
 		if w.Error != nil {
-			return fmt.Errorf("container exited with %d: %s", w.StatusCode, w.Error.Message)
+			return fmt.Sprintf("exited with %d: %s", w.StatusCode, w.Error.Message), nil
 		}
-		return fmt.Errorf("container exited with %d", w.StatusCode)
+		return fmt.Sprintf("exited with %d", w.StatusCode), nil
 	case err := <-res.Error:
 		if cerrdefs.IsNotFound(err) {
-			return errors.New("container removed")
+			return "removed", nil
 		}
-		return translate(err, "wait for container")
+		return "", translate(err, "wait for container")
 	}
 }
 
@@ -210,6 +211,7 @@ func (r *Runtime) List(ctx context.Context) ([]contexts.Instance, error) {
 			ContainerID: c.ID,
 			Socket:      filepath.Join(c.Labels[labelSocketDir], "jupyter.sock"),
 			Labels:      c.Labels,
+			Running:     c.State == container.StateRunning,
 		})
 	}
 	return insts, nil

@@ -21,6 +21,7 @@ var statusByCode = map[string]int{
 	contexts.CodeUnsupportedLanguage: http.StatusBadRequest,
 	contexts.CodeNotFound:            http.StatusNotFound,
 	contexts.CodeTooManyContexts:     http.StatusTooManyRequests,
+	contexts.CodeContextDead:         http.StatusGone,
 	contexts.CodeDockerUnavailable:   http.StatusServiceUnavailable,
 	contexts.CodeKernelUnavailable:   http.StatusServiceUnavailable,
 	codeTooLarge:                     http.StatusRequestEntityTooLarge,

@@ -91,11 +91,18 @@ type Kernel struct {
 // Start starts a kernel of the named kernelspec on server and connects to it.
 // It returns once the kernel has answered a kernel_info_request.
 func Start(ctx context.Context, server *Server, name string, opts Options) (*Kernel, error) {
-	opts.setDefaults()
 	id, err := server.StartKernel(ctx, name)
 	if err != nil {
 		return nil, err
 	}
+	return Attach(ctx, server, id, opts)
+}
+
+// Attach connects to the running kernel id on server, as Start does to the
+// kernel it starts: to take over a kernel that another client (an earlier
+// run of sandboxd) started. Its state is untouched.
+func Attach(ctx context.Context, server *Server, id string, opts Options) (*Kernel, error) {
+	opts.setDefaults()
 	k := &Kernel{
 		server:  server,
 		id:      id,

@@ -74,6 +74,21 @@ func (s *Server) StartKernel(ctx context.Context, name string) (string, error) {
 	return model.ID, nil
 }
 
+// Kernels returns the ids of the kernels running on the server.
+func (s *Server) Kernels(ctx context.Context) ([]string, error) {
+	var models []struct {
+		ID string `json:"id"`
+	}
+	if err := s.do(ctx, http.MethodGet, "/api/kernels", nil, &models); err != nil {
+		return nil, fmt.Errorf("list kernels: %w", err)
+	}
+	ids := make([]string, len(models))
+	for i, m := range models {
+		ids[i] = m.ID
+	}
+	return ids, nil
+}
+
 // Interrupt sends the kernel an interrupt (SIGINT). It hits whatever the
 // kernel is running at that moment.
 func (s *Server) Interrupt(ctx context.Context, kernelID string) error {

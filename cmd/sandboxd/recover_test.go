@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+
+	"github.com/sandboxd/sandboxd/internal/apitest"
+	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/testenv"
+)
+
+// A daemon that crashes, or stops with --keep-contexts, leaves its contexts
+// running; the next run takes them over with their variables, working dir
+// and env. A context whose container went meanwhile is not served.
+func TestRestartKeepsContexts(t *testing.T) {
+	testenv.RequireDocker(t)
+	bin := buildDaemon(t)
+	owner, socketDir, addr := testenv.Owner(t), testenv.SocketDir(t), freeAddr(t)
+	rt, err := docker.New(docker.Config{Owner: owner, SocketDir: socketDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		insts, _ := rt.List(context.Background())
+		for _, inst := range insts {
+			rt.Remove(context.Background(), inst)
+		}
+		rt.Close()
+	})
+	d := &daemon{url: "http://" + addr, validator: apitest.New(t), rt: rt}
+
+	first := startProcess(t, bin, owner, socketDir, addr)
+	var c contextJSON
+	if status := d.call(t, "POST", "/api/v1/contexts", map[string]any{"working_dir": "/workspace/w", "env": map[string]string{"A": "1"}}, &c); status != http.StatusCreated {
+		t.Fatalf("create: %d", status)
+	}
+	gone := d.create(t)
+	d.execute(t, c.ContextID, "x = 42", 0)
+	first.stop(syscall.SIGKILL)
+
+	// Removed while no daemon watched.
+	if err := exec.Command("docker", "rm", "-f", "sandboxd-"+gone).Run(); err != nil {
+		t.Fatal(err)
+	}
+
+	second := startProcess(t, bin, owner, socketDir, addr, "--keep-contexts")
+	const probe = "import os; print(x, os.getcwd(), os.environ['A'])"
+	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1\n" {
+		t.Errorf("after a crash: %+v", e)
+	}
+	var e errorJSON
+	if status := d.call(t, "GET", "/api/v1/contexts/"+gone, nil, &e); status != http.StatusNotFound {
+		t.Errorf("context whose container was removed: %d %+v", status, e)
+	}
+	second.stop(os.Interrupt)
+
+	startProcess(t, bin, owner, socketDir, addr)
+	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1\n" {
+		t.Errorf("after a stop with --keep-contexts: %+v", e)
+	}
+	var list struct{ Contexts []contextJSON }
+	if d.call(t, "GET", "/api/v1/contexts", nil, &list); len(list.Contexts) != 1 {
+		t.Errorf("contexts after two restarts: %+v", list.Contexts)
+	}
+}
