@@ -2,7 +2,7 @@
 # against real containers.
 GO ?= go
 
-.PHONY: build images up down test unit lint bench clean
+.PHONY: build images up down test test-soak fuzz unit lint bench clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/sandboxd ./cmd/sandboxd
@@ -22,6 +22,17 @@ down:
 # when it is missing.
 test: images
 	SANDBOXD_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -timeout 30m ./...
+
+# 1,000 create/execute/delete cycles instead of make test's 40; about half
+# an hour on 2 cores, where every cycle starts a kernel.
+test-soak: images
+	SANDBOXD_REQUIRE_DOCKER=1 SANDBOXD_SOAK_CYCLES=1000 $(GO) test -count=1 -timeout 90m -run TestSoak -v ./cmd/sandboxd/
+
+# Each fuzz target for a bounded time; CI runs this after make test.
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDispatch$$' -fuzztime $(FUZZTIME) ./internal/kernel/
+	$(GO) test -run '^$$' -fuzz '^FuzzRequestBodies$$' -fuzztime $(FUZZTIME) ./internal/httpapi/
 
 # The quick loop: no containers.
 unit:
