@@ -20,6 +20,9 @@ func TestHostileCodeIsContained(t *testing.T) {
 		{"network", "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=3)\nexcept OSError as e:\n    print(type(e).__name__)", "OSError\n"},
 		{"ptrace", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.ptrace(16, 1, 0, 0), ctypes.get_errno())", "-1 1\n"},
 		{"host environ", "print(open('/proc/1/environ').read().count('SANDBOXD'))", "0\n"},
+		{"connect to the host", "import socket\ntry:\n    socket.create_connection(('172.17.0.1', 2375), timeout=3)\nexcept OSError as e:\n    print(type(e).__name__)", "OSError\n"},
+		{"fill /tmp", "import errno\ntry:\n    with open('/tmp/fill', 'wb') as f:\n        for _ in range(1024):\n            f.write(b'x' * (1 << 20))\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\nimport os; os.remove('/tmp/fill')", "ENOSPC\n"},
+		{"one huge file in /workspace", "import errno\ntry:\n    with open('big', 'wb') as f:\n        f.seek((2 << 30) - 1)\n        f.write(b'x')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\nimport os; os.remove('big')", "EFBIG\n"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := d.execute(t, id, tt.code, 30)

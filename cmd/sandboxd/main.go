@@ -53,6 +53,7 @@ type config struct {
 	CPUs           float64
 	Pids           int64
 	NoFile         int64
+	MaxFileSize    byteSize
 	TmpSize        byteSize
 	DefaultTimeout time.Duration
 	MaxTimeout     time.Duration
@@ -120,7 +121,7 @@ func (p *poolSizes) Set(s string) error {
 // parseConfig reads flags, then fills every flag not given from its
 // environment variable: --max-timeout from SANDBOXD_MAX_TIMEOUT, and so on.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{Memory: 1 << 30, TmpSize: 256 << 20, MaxOutput: 10 << 20, MaxBody: 10 << 20, Pool: poolSizes{"python": 2}}
+	c := config{Memory: 1 << 30, TmpSize: 256 << 20, MaxFileSize: 1 << 30, MaxOutput: 10 << 20, MaxBody: 10 << 20, Pool: poolSizes{"python": 2}}
 	fs := flag.NewFlagSet("sandboxd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address to serve HTTP on")
@@ -134,6 +135,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Float64Var(&c.CPUs, "cpus", 1, "CPU limit of a context, in cores")
 	fs.Int64Var(&c.Pids, "pids", 256, "process limit of a context")
 	fs.Int64Var(&c.NoFile, "nofile", 4096, "open file limit of a context")
+	fs.Var(&c.MaxFileSize, "max-file-size", "largest file a context may write")
 	fs.Var(&c.TmpSize, "tmp-size", "size of a context's /tmp (counts against its memory)")
 	fs.DurationVar(&c.DefaultTimeout, "default-timeout", 30*time.Second, "execution timeout when a request gives none")
 	fs.DurationVar(&c.MaxTimeout, "max-timeout", time.Hour, "largest execution timeout a request may ask for")
@@ -263,11 +265,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		SocketDir: cfg.SocketDir,
 		Network:   cfg.Network,
 		Limits: docker.Limits{
-			Memory:  int64(cfg.Memory),
-			CPUs:    cfg.CPUs,
-			Pids:    cfg.Pids,
-			NoFile:  cfg.NoFile,
-			TmpSize: int64(cfg.TmpSize),
+			Memory:   int64(cfg.Memory),
+			CPUs:     cfg.CPUs,
+			Pids:     cfg.Pids,
+			NoFile:   cfg.NoFile,
+			FileSize: int64(cfg.MaxFileSize),
+			TmpSize:  int64(cfg.TmpSize),
 		},
 	})
 	if err != nil {

@@ -32,11 +32,23 @@ const socketInContainer = "/run/sandboxd"
 
 // Limits are the resource limits of every context's container.
 type Limits struct {
-	Memory  int64   // bytes
-	CPUs    float64 // cores
-	Pids    int64
-	NoFile  int64 // open files
-	TmpSize int64 // bytes of the /tmp tmpfs; it counts against Memory
+	Memory int64   // bytes
+	CPUs   float64 // cores
+	Pids   int64
+	NoFile int64 // open files
+	// FileSize caps the size of any one file a context writes, in bytes:
+	// the storage driver bounds no volume, so this is what keeps one
+	// runaway write from filling the host's disk.
+	FileSize int64
+	TmpSize  int64 // bytes of the /tmp tmpfs; it counts against Memory
+}
+
+func (l Limits) ulimits() []*container.Ulimit {
+	u := []*container.Ulimit{{Name: "nofile", Soft: l.NoFile, Hard: l.NoFile}}
+	if l.FileSize > 0 {
+		u = append(u, &container.Ulimit{Name: "fsize", Soft: l.FileSize, Hard: l.FileSize})
+	}
+	return u
 }
 
 // Config says how containers are made.
@@ -139,7 +151,7 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 				MemorySwap: l.Memory, // no swap beyond the limit
 				NanoCPUs:   int64(l.CPUs * 1e9),
 				PidsLimit:  &l.Pids,
-				Ulimits:    []*container.Ulimit{{Name: "nofile", Soft: l.NoFile, Hard: l.NoFile}},
+				Ulimits:    l.ulimits(),
 			},
 		},
 	})
