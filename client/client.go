@@ -26,6 +26,7 @@ type Client struct {
 	base   string
 	http   *http.Client
 	apiKey string
+	basic  *url.Userinfo // HTTP Basic credentials, when not nil
 }
 
 // Option configures a Client.
@@ -40,6 +41,12 @@ func WithHTTPClient(h *http.Client) Option {
 // --api-key.
 func WithAPIKey(key string) Option {
 	return func(c *Client) { c.apiKey = key }
+}
+
+// WithBasicAuth sends HTTP Basic credentials, for a daemon started with
+// --basic-auth user:password. WithAPIKey wins when both are given.
+func WithBasicAuth(user, password string) Option {
+	return func(c *Client) { c.basic = url.UserPassword(user, password) }
 }
 
 // New returns a client of the daemon at baseURL, such as
@@ -241,26 +248,33 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, op st
 // send sends a request with in as its JSON body, when not nil. It returns
 // the response when its status is 2xx, and an *Error otherwise.
 func (c *Client) send(ctx context.Context, method, path string, in any, accept, op string) (*http.Response, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return nil, fmt.Errorf("%s: encode request: %w", op, err)
-		}
-		body = bytes.NewReader(b)
+	if in == nil {
+		return c.sendBody(ctx, method, path, nil, "", accept, op)
 	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil, fmt.Errorf("%s: encode request: %w", op, err)
+	}
+	return c.sendBody(ctx, method, path, bytes.NewReader(b), "application/json", accept, op)
+}
+
+// sendBody is send with a body of contentType read from body, when not nil.
+func (c *Client) sendBody(ctx context.Context, method, path string, body io.Reader, contentType, accept, op string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
 	if c.apiKey != "" {
 		req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	} else if c.basic != nil {
+		pass, _ := c.basic.Password()
+		req.SetBasicAuth(c.basic.Username(), pass)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -31,6 +31,8 @@ const (
 	CodeKernelUnavailable   = "KERNEL_UNAVAILABLE"
 	CodeUnauthorized        = "UNAUTHORIZED"
 	CodeForbiddenHost       = "FORBIDDEN_HOST"
+	CodeInvalidPath         = "INVALID_PATH"   // a file path that escapes the context or is malformed
+	CodeFileNotFound        = "FILE_NOT_FOUND" // no file or directory at that path in the context
 	CodeInternal            = "INTERNAL"
 )
 

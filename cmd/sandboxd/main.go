@@ -60,6 +60,7 @@ type config struct {
 	CreateTimeout  time.Duration
 	MaxOutput      byteSize
 	MaxBody        byteSize
+	MaxUpload      byteSize
 	ShutdownGrace  time.Duration
 	Pool           poolSizes
 	PoolMaxAge     time.Duration
@@ -142,6 +143,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.CreateTimeout, "create-timeout", 2*time.Minute, "limit on making a context, up to a ready kernel")
 	fs.Var(&c.MaxOutput, "max-output", "cap on stdout and on stderr of one execution")
 	fs.Var(&c.MaxBody, "max-body", "cap on request bodies")
+	c.MaxUpload = httpapi.DefaultMaxUpload
+	fs.Var(&c.MaxUpload, "max-upload", "cap on file uploads, which --max-body does not cap")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 30*time.Second, "how long running requests may finish after SIGTERM")
 	fs.Var(&c.Pool, "pool", "ready kernels to keep per language, as python=2,r=1; 0 or none for a language starts its contexts cold")
 	fs.DurationVar(&c.PoolMaxAge, "pool-max-age", 30*time.Minute, "how long a kernel may wait in the pool before a fresh one replaces it; 0 is no limit")
@@ -241,6 +244,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "sandboxd", version())
 		return nil
 	}
+	if len(args) > 0 && args[0] == "mcp" {
+		return runMCP(ctx, args[1:], getenv, os.Stdin, stdout, stderr)
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -318,19 +324,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Shutdown does not wait for websockets, so they are told this way.
 	base, endBase := context.WithCancel(context.Background())
 	defer endBase()
+	mcpHandler, auth := newMCPHandler(log, ln.Addr(), auth, int64(cfg.MaxBody))
 	srv := &http.Server{
 		BaseContext: func(net.Listener) context.Context { return base },
 		Handler: httpapi.NewHandler(log, mgr, httpapi.Config{
-			MaxBodyBytes: int64(cfg.MaxBody),
-			Registry:     reg,
-			Auth:         auth,
-			AllowedHosts: strings.Split(cfg.AllowedHosts, ","),
+			MaxBodyBytes:   int64(cfg.MaxBody),
+			MaxUploadBytes: int64(cfg.MaxUpload),
+			Registry:       reg,
+			Auth:           auth,
+			AllowedHosts:   strings.Split(cfg.AllowedHosts, ","),
+			MCP:            mcpHandler,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(mcpHandler.Close)
 	log.Info("sandboxd listening", "addr", ln.Addr().String(), "version", version(), "image", cfg.Image)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -15,6 +15,11 @@ const (
 	CodeDockerUnavailable   = "DOCKER_UNAVAILABLE"
 	CodeKernelUnavailable   = "KERNEL_UNAVAILABLE"
 	CodeInternal            = "INTERNAL"
+	// CodeInvalidPath refuses a file path or command cwd that is absolute,
+	// has a .. segment, resolves outside the working dir, or is of the
+	// wrong kind (a directory to download, a file to list).
+	CodeInvalidPath  = "INVALID_PATH"
+	CodeFileNotFound = "FILE_NOT_FOUND"
 )
 
 // Error is an error with a stable code and a message fit to show a client.

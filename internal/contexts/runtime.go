@@ -41,4 +41,9 @@ type Runtime interface {
 	HasImage(ctx context.Context, image string) (bool, error)
 	// Ping checks that the engine answers.
 	Ping(ctx context.Context) error
+	// Exec runs a process in the running container, beside its kernel, and
+	// returns its exit code once it has ended and its output is copied.
+	// When ctx ends, Exec stops copying and returns ctx's error; the
+	// process itself is not killed, so commands bound their own run time.
+	Exec(ctx context.Context, inst Instance, spec ExecSpec) (exitCode int, err error)
 }

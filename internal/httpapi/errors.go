@@ -24,6 +24,8 @@ var statusByCode = map[string]int{
 	contexts.CodeContextDead:         http.StatusGone,
 	contexts.CodeDockerUnavailable:   http.StatusServiceUnavailable,
 	contexts.CodeKernelUnavailable:   http.StatusServiceUnavailable,
+	contexts.CodeInvalidPath:         http.StatusBadRequest,
+	contexts.CodeFileNotFound:        http.StatusNotFound,
 	codeTooLarge:                     http.StatusRequestEntityTooLarge,
 	codeNotFound:                     http.StatusNotFound,
 	codeMethodNotAllowed:             http.StatusMethodNotAllowed,

@@ -35,6 +35,7 @@ type fakeService struct {
 	restart   func(ctx context.Context, id string) (contexts.Info, error)
 	ping      func(ctx context.Context) error
 	languages func(ctx context.Context) ([]contexts.LanguageStatus, error)
+	fakeFiles // the file and command methods, in files_test.go
 
 	mu         sync.Mutex
 	creates    []contexts.CreateRequest

@@ -18,7 +18,8 @@ import (
 func limitBody(log *slog.Logger, max int64) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if max > 0 && r.Body != nil {
+			// Uploads have their own, larger cap.
+			if max > 0 && r.Body != nil && !isUpload(r) {
 				if r.ContentLength > max {
 					writeError(w, r, log, contexts.Errorf(codeTooLarge, "request body is larger than %d bytes", max))
 					return

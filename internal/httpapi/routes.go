@@ -26,12 +26,15 @@ type contextService interface {
 	Ping(ctx context.Context) error
 	Languages(ctx context.Context) ([]contexts.LanguageStatus, error)
 	Pools() []contexts.PoolStatus
+	fileService
 }
 
 // Config tunes the handler.
 type Config struct {
 	// MaxBodyBytes caps request bodies; larger ones get 413.
 	MaxBodyBytes int64
+	// MaxUploadBytes caps file uploads instead; 0 is DefaultMaxUpload.
+	MaxUploadBytes int64
 	// Registry serves /metrics and receives the HTTP metrics.
 	Registry *prometheus.Registry
 	// Auth, when enabled, is required of every request but /health.
@@ -39,6 +42,9 @@ type Config struct {
 	// AllowedHosts are Host header values accepted besides this machine's
 	// own names when auth is off; "*" accepts any.
 	AllowedHosts []string
+	// MCP, when not nil, serves MCP's streamable HTTP transport at /mcp,
+	// behind the same auth and Host checks as the rest of the API.
+	MCP http.Handler
 }
 
 // NewHandler returns the whole HTTP API.
@@ -62,6 +68,22 @@ func addRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
 	r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	r.Get("/api/v1/languages", handleListLanguages(log, svc))
 	r.Get("/api/v1/pool", handlePool(svc))
+	r.Route("/sandboxes/{sandbox_id}/contexts", func(r chi.Router) {
+		r.Post("/", handleAgentRunCreate(log, svc))
+		r.Get("/", handleAgentRunList(svc))
+		r.Post("/execute", handleAgentRunExecute(log, svc))
+		r.Get("/{context_id}", handleAgentRunGet(log, svc))
+		r.Delete("/{context_id}", handleAgentRunDelete(log, svc))
+	})
+	r.Get("/sandboxes/{sandbox_id}/files", handleAgentRunReadFile(log, svc))
+	r.Post("/sandboxes/{sandbox_id}/files", handleAgentRunWriteFile(log, svc))
+	r.Post("/sandboxes/{sandbox_id}/processes/cmd", handleAgentRunCmd(log, svc))
+	if cfg.MCP != nil {
+		// The methods of MCP's streamable HTTP transport; others get our 405.
+		r.Post("/mcp", cfg.MCP.ServeHTTP)
+		r.Get("/mcp", cfg.MCP.ServeHTTP)
+		r.Delete("/mcp", cfg.MCP.ServeHTTP)
+	}
 	r.Route("/api/v1/contexts", func(r chi.Router) {
 		r.Post("/", handleCreateContext(log, svc))
 		r.Get("/", handleListContexts(svc))
@@ -72,6 +94,7 @@ func addRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
 			r.Post("/interrupt", handleInterrupt(log, svc))
 			r.Post("/restart", handleRestart(log, svc))
 			r.Get("/ws", handleRelay(log, svc, cfg.MaxBodyBytes))
+			addFileRoutes(r, log, svc, cfg)
 		})
 	})
 }

@@ -159,13 +159,13 @@ func TestMetrics(t *testing.T) {
 // /metrics is left out on both sides: it is served by promhttp for any
 // method.
 func TestRouteTableMatchesSpec(t *testing.T) {
-	h := NewHandler(slog.New(slog.DiscardHandler), &fakeService{}, Config{MaxBodyBytes: maxBody, Registry: prometheus.NewRegistry()})
+	h := NewHandler(slog.New(slog.DiscardHandler), &fakeService{}, Config{MaxBodyBytes: maxBody, Registry: prometheus.NewRegistry(), MCP: http.NotFoundHandler()})
 	routes, ok := h.(chi.Routes)
 	if !ok {
 		t.Fatalf("NewHandler returned %T, not a chi.Routes", h)
 	}
 	inScope := func(path string) bool {
-		return path == "/health" || path == "/readyz" || strings.HasPrefix(path, "/api/")
+		return path == "/health" || path == "/readyz" || path == "/mcp" || strings.HasPrefix(path, "/api/") || strings.HasPrefix(path, "/sandboxes/")
 	}
 
 	var routed []string
@@ -225,6 +225,10 @@ var pathParam = regexp.MustCompile(`\{[^}/]*\}`)
 func normaliseRoute(p string) string {
 	if len(p) > 1 {
 		p = strings.TrimSuffix(p, "/")
+	}
+	// chi's catch-all is the document's {path:.+}, gorilla/mux's form.
+	if strings.HasSuffix(p, "/*") {
+		p = strings.TrimSuffix(p, "*") + "{}"
 	}
 	return pathParam.ReplaceAllString(p, "{}")
 }

@@ -1,0 +1,243 @@
+package contexts
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// CommandRequest asks to run a shell command in a context. A zero Timeout
+// takes the default; an empty Cwd is the working dir.
+type CommandRequest struct {
+	Command string
+	Timeout time.Duration
+	// Env is added to the context's own env for this command.
+	Env map[string]string
+	// Cwd is relative to the working dir, or absolute in it.
+	Cwd string
+	// OnOutput, when set, receives output as it arrives: stream is stdout
+	// or stderr, text what of it was kept under the cap, in whole runes.
+	// It is called from one goroutine and must not block.
+	OnOutput func(stream, text string)
+}
+
+// CommandResult is the outcome of a CommandRequest.
+type CommandResult struct {
+	Stdout   string
+	Stderr   string
+	ExitCode int
+	Duration time.Duration
+	// Truncated is true when stdout or stderr went past the output cap.
+	Truncated bool
+	// TimedOut is true when the timeout stopped the command: its exit code
+	// is then 124 (it ended on SIGTERM) or 137 (it had to be killed).
+	TimedOut bool
+}
+
+// Exit codes of coreutils' timeout when it stopped the command, and how
+// long it waits after SIGTERM before it sends SIGKILL.
+const (
+	exitTimedOut   = 124
+	exitKilled     = 128 + 9
+	commandKillAge = 2 * time.Second
+)
+
+// RunCommand runs req.Command with bash in the context's container, as
+// its user, under the container's limits, beside the kernel: commands do
+// not wait for executions, nor executions for commands. The timeout is
+// enforced in the container with coreutils' timeout, which signals the
+// command's whole process group, so nothing it started outlives it; the
+// daemon stops waiting a little later in case even that fails. Errors:
+// CodeNotFound, CodeContextDead, CodeInvalid, CodeInvalidPath,
+// CodeFileNotFound, CodeDockerUnavailable, and ctx's error.
+func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest) (CommandResult, error) {
+	if strings.TrimSpace(req.Command) == "" {
+		return CommandResult{}, Errorf(CodeInvalid, "field \"command\" must not be empty")
+	}
+	timeout := req.Timeout
+	if timeout == 0 {
+		timeout = m.cfg.DefaultTimeout
+	}
+	if timeout < 0 || timeout > m.cfg.MaxTimeout {
+		return CommandResult{}, Errorf(CodeInvalid, "timeout must be more than 0 and at most %v seconds", m.cfg.MaxTimeout.Seconds())
+	}
+	if err := validateEnv(req.Env); err != nil {
+		return CommandResult{}, err
+	}
+	s, err := m.running(id)
+	if err != nil {
+		return CommandResult{}, err
+	}
+	defer s.touch()
+	workDir := s.info.WorkingDir
+	cwd, err := cleanCwd(req.Cwd, workDir)
+	if err != nil {
+		return CommandResult{}, err
+	}
+	s.mu.Lock()
+	env := maps.Clone(s.env)
+	s.mu.Unlock()
+	if env == nil {
+		env = map[string]string{}
+	}
+	maps.Copy(env, req.Env)
+
+	out := newCommandOutput(m.cfg.MaxOutput, req.OnOutput)
+	cmd := fileCommand("run", workDir, cwd,
+		"timeout", "--kill-after="+seconds(commandKillAge), seconds(timeout), "bash", "-c", req.Command)
+	// The daemon's own deadline, for a container too stuck to kill.
+	dctx, cancel := context.WithTimeout(ctx, timeout+commandKillAge+5*time.Second)
+	defer cancel()
+	start := time.Now()
+	code, err := m.rt.Exec(dctx, s.inst, ExecSpec{Cmd: cmd, Env: envList(env), User: contextUser, Stdout: out.stdoutWriter(), Stderr: out.stderrWriter()})
+	took := time.Since(start)
+	out.close()
+	if err != nil {
+		if pid := out.pid(); pid > 0 && dctx.Err() != nil {
+			// The client went away, or the daemon's deadline passed: the
+			// engine does not stop an exec, so stop the command here.
+			m.killCommand(ctx, s, pid)
+		}
+		if ctx.Err() != nil || dctx.Err() == nil {
+			return CommandResult{}, err
+		}
+		m.log.Warn("a command outlived its timeout and its kill", "context_id", id, "timeout", timeout)
+		code = exitKilled
+	} else if !out.started() {
+		// The command never ran: cwd did not pass.
+		return CommandResult{}, fileError(code, cwd, out.early)
+	}
+	res := CommandResult{
+		Stdout:    out.stdout.String(),
+		Stderr:    out.stderr.String(),
+		ExitCode:  code,
+		Duration:  took,
+		Truncated: out.stdout.cut || out.stderr.cut,
+		TimedOut:  (code == exitTimedOut || code == exitKilled) && took >= timeout,
+	}
+	return res, nil
+}
+
+// killCommand sends SIGKILL to the process group of a command whose
+// caller no longer waits for it, as the context's user: the command gets
+// no grace, as nobody reads what it would say.
+func (m *Manager) killCommand(ctx context.Context, s *sandbox, pid int) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: []string{"kill", "-KILL", "--", "-" + strconv.Itoa(pid)}, User: contextUser})
+	if err != nil {
+		m.log.Warn("could not stop an abandoned command", "context_id", s.info.ID, "error", err)
+	}
+}
+
+// seconds formats d for coreutils' timeout: 2.5s.
+func seconds(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
+}
+
+// envList turns env into NAME=value pairs, sorted for stable commands.
+func envList(env map[string]string) []string {
+	list := make([]string, 0, len(env))
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		list = append(list, k+"="+env[k])
+	}
+	return list
+}
+
+// commandOutput collects a command's stdout and stderr. fileScript writes
+// the command's process group id and a NUL to stdout once cwd has passed
+// its checks, just before the command starts: what stderr holds before it
+// is fileScript's complaint, unless the NUL comes after all (the engine
+// does not keep the order of the two streams), in which case it is the
+// command's.
+type commandOutput struct {
+	mu             sync.Mutex
+	stdout, stderr *textCapture
+	early          *cappedBuffer // stderr before the NUL
+	head           []byte        // stdout before the NUL
+	marked         bool
+	pgid           int
+}
+
+func newCommandOutput(limit int, onOutput func(stream, text string)) *commandOutput {
+	emit := func(stream string) func(string) {
+		if onOutput == nil {
+			return nil
+		}
+		return func(text string) { onOutput(stream, text) }
+	}
+	return &commandOutput{
+		stdout: &textCapture{limit: limit, emit: emit("stdout")},
+		stderr: &textCapture{limit: limit, emit: emit("stderr")},
+		early:  &cappedBuffer{max: max(limit, 64<<10)},
+	}
+}
+
+func (o *commandOutput) started() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.marked
+}
+
+// pid is the command's process group id, 0 until it is known.
+func (o *commandOutput) pid() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.pgid
+}
+
+func (o *commandOutput) stdoutWriter() io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		n := len(p)
+		if !o.marked {
+			i := bytes.IndexByte(p, 0)
+			if i < 0 || len(o.head)+i > 20 {
+				if len(o.head)+len(p) > 20 {
+					return 0, errors.New("command output did not start with its process group")
+				}
+				o.head = append(o.head, p...)
+				return n, nil
+			}
+			o.head = append(o.head, p[:i]...)
+			o.pgid, _ = strconv.Atoi(string(o.head))
+			o.marked = true
+			p = p[i+1:]
+			if early := o.early.String(); early != "" {
+				o.stderr.Write([]byte(early))
+			}
+		}
+		o.stdout.Write(p)
+		return n, nil
+	})
+}
+
+func (o *commandOutput) stderrWriter() io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if !o.marked {
+			return o.early.Write(p)
+		}
+		return o.stderr.Write(p)
+	})
+}
+
+func (o *commandOutput) close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.stdout.close()
+	o.stderr.close()
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -1,0 +1,549 @@
+package contexts
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// FileInfo describes a file or directory in a context.
+type FileInfo struct {
+	Name string // the last element of Path
+	// Path is relative to the context's working dir.
+	Path string
+	Size int64
+	// Mode holds the Unix permission bits, setuid, setgid and sticky
+	// included: 0o644.
+	Mode    uint32
+	ModTime time.Time
+	IsDir   bool
+}
+
+// fileScript does what the file operations need inside a context's
+// container, as the context's user, so that the kernel's permissions hold
+// and symlinks resolve as the kernel sees them. It is run as
+//
+//	sh -c fileScript sandboxd OP WORKDIR PATH [ARG...]
+//
+// with PATH relative to WORKDIR and already checked by cleanPath. What it
+// reports goes to stdout, fields separated by / (which no file name holds)
+// and records ended by NUL (which no path holds). It fails with one of the
+// exit codes below; the message on stderr is for the daemon's log.
+//
+// The checks are not a security boundary: the user could race them, but
+// gains nothing, as everything runs with the rights its code has anyway.
+// They keep clients from reaching outside the working dir by accident.
+const fileScript = `set -u
+fail() { printf '%s\n' "$2" >&2; exit "$1"; }
+root=$(realpath -e -- "$2" 2>/dev/null) || fail 15 "the working dir $2 does not exist"
+inside() { case "$1" in "$root"|"$root"/*) return 0;; esac; return 1; }
+resolve() {
+	t=$(realpath -m -- "$root/$1") || fail 1 "cannot resolve $1"
+	inside "$t" || fail 10 "$1 resolves to $t"
+}
+entry() { find -L "$1" -maxdepth 0 -printf '%y/%s/%m/%T@'; }
+op=$1
+shift 2
+case $op in
+read)
+	resolve "$1"
+	[ -e "$t" ] || fail 11 "$t does not exist"
+	[ -d "$t" ] && fail 12 "$t is a directory"
+	[ -r "$t" ] || fail 14 "$t is not readable"
+	e=$(entry "$t") || fail 1 "cannot stat $t"
+	size=${e#*/}
+	printf '%s\000' "$e"
+	exec head -c "${size%%/*}" -- "$t"
+	;;
+write)
+	resolve "$1"
+	[ "$t" = "$root" ] && fail 12 "$t is the working dir"
+	[ -d "$t" ] && fail 12 "$t is a directory"
+	d=${t%/*}
+	err=$(mkdir -p -- "$d" 2>&1) || case $err in
+		*"Not a directory"*) fail 13 "$err" ;;
+		*) fail 14 "$err" ;;
+	esac
+	tmp=$(mktemp "$d/.sandboxd-upload.XXXXXX") || fail 14 "cannot write in $d"
+	printf '%s\000' "$tmp"
+	cat >"$tmp" || { rm -f -- "$tmp"; fail 16 "cannot write $tmp"; }
+	stat -c '%s' -- "$tmp"
+	;;
+commit)
+	resolve "$1"
+	tmp=$2
+	if [ -e "$t" ]; then chmod --reference="$t" -- "$tmp"; else chmod 0644 -- "$tmp"; fi
+	mv -fT -- "$tmp" "$t" || { rm -f -- "$tmp"; fail 12 "cannot replace $t"; }
+	entry "$t"
+	;;
+abort)
+	rm -f -- "$2"
+	;;
+list)
+	resolve "$1"
+	[ -e "$t" ] || fail 11 "$t does not exist"
+	[ -d "$t" ] || fail 13 "$t is not a directory"
+	[ -r "$t" ] && [ -x "$t" ] || fail 14 "$t is not readable"
+	find -L "$t" -mindepth 1 -maxdepth 1 -printf '%y/%s/%m/%T@/%f\000' 2>/dev/null
+	exit 0
+	;;
+delete)
+	case $1 in */*) parent=${1%/*} ;; *) parent=. ;; esac
+	resolve "$parent"
+	t=$t/${1##*/}
+	[ -e "$t" ] || [ -L "$t" ] || fail 11 "$t does not exist"
+	rm -rf -- "$t" || fail 14 "cannot delete $t"
+	;;
+run)
+	resolve "$1"
+	[ -e "$t" ] || fail 11 "$t does not exist"
+	[ -d "$t" ] || fail 13 "$t is not a directory"
+	cd -- "$t" || fail 14 "cannot enter $t"
+	# The command's process group will be this shell's pid: timeout,
+	# which replaces it, leads one.
+	printf '%s\000' "$$"
+	shift
+	exec "$@"
+	;;
+*)
+	fail 1 "unknown operation $op"
+	;;
+esac
+`
+
+// Exit codes of fileScript.
+const (
+	exitOutside     = 10
+	exitNotFound    = 11
+	exitIsDir       = 12
+	exitNotDir      = 13
+	exitDenied      = 14
+	exitNoWorkDir   = 15
+	exitWriteFailed = 16
+)
+
+// fileCommand returns the command line that runs op of fileScript.
+func fileCommand(op, workDir string, args ...string) []string {
+	return append([]string{"sh", "-c", fileScript, "sandboxd", op, workDir}, args...)
+}
+
+// cleanPath checks a path given relative to a context's working dir and
+// returns it cleaned, "." for the working dir itself. Absolute paths and
+// .. segments are refused outright, whatever they would resolve to: a
+// client that sends them has lost track of where it is.
+func cleanPath(p string) (string, error) {
+	switch {
+	case strings.HasPrefix(p, "/"):
+		return "", Errorf(CodeInvalidPath, "path %q must be relative to the working dir", p)
+	case strings.ContainsRune(p, 0):
+		return "", Errorf(CodeInvalidPath, "path %q contains a NUL byte", p)
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == ".." {
+			return "", Errorf(CodeInvalidPath, "path %q must not contain ..", p)
+		}
+	}
+	return path.Clean("./" + p), nil
+}
+
+// cleanCwd is cleanPath for a command's cwd, which may also be absolute
+// when it lies in the working dir.
+func cleanCwd(cwd, workDir string) (string, error) {
+	if strings.HasPrefix(cwd, "/") {
+		if slices.Contains(strings.Split(cwd, "/"), "..") {
+			return "", Errorf(CodeInvalidPath, "cwd %q must not contain ..", cwd)
+		}
+		c := path.Clean(cwd)
+		if c == workDir {
+			return ".", nil
+		}
+		rel, ok := strings.CutPrefix(c, workDir+"/")
+		if !ok {
+			return "", Errorf(CodeInvalidPath, "cwd %q must be in the working dir %s", cwd, workDir)
+		}
+		return rel, nil
+	}
+	return cleanPath(cwd)
+}
+
+// fileError turns a failure of fileScript into the error a client sees.
+func fileError(code int, rel string, stderr *cappedBuffer) error {
+	msg := strings.TrimSpace(stderr.String())
+	cause := fmt.Errorf("file operation exited with %d: %s", code, msg)
+	e := func(c, format string, args ...any) error {
+		return &Error{Code: c, Message: fmt.Sprintf(format, args...), Err: cause}
+	}
+	switch code {
+	case exitOutside:
+		return e(CodeInvalidPath, "path %q resolves outside the working dir", rel)
+	case exitNotFound:
+		return e(CodeFileNotFound, "no such file: %s", rel)
+	case exitIsDir:
+		return e(CodeInvalidPath, "path %q is a directory", rel)
+	case exitNotDir:
+		return e(CodeInvalidPath, "path %q is not a directory", rel)
+	case exitDenied:
+		return e(CodeInvalidPath, "path %q is not accessible to the context's user", rel)
+	case exitNoWorkDir:
+		return e(CodeFileNotFound, "the context's working dir no longer exists")
+	}
+	return cause
+}
+
+// running returns the context with id when its container can run
+// processes, and counts the call as activity, so that a context used only
+// through files and commands is not culled as idle.
+func (m *Manager) running(id string) (*sandbox, error) {
+	s, err := m.get(id)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.removed:
+		return nil, Errorf(CodeNotFound, "Context not found")
+	case s.status == StatusDead:
+		return nil, Errorf(CodeContextDead, "the context's container has stopped; delete it and create a new one")
+	}
+	s.lastActivity = time.Now().UTC()
+	return s, nil
+}
+
+// touch records activity on s.
+func (s *sandbox) touch() {
+	s.mu.Lock()
+	s.lastActivity = time.Now().UTC()
+	s.mu.Unlock()
+}
+
+// WriteFile writes what body holds to the file at p, relative to the
+// context's working dir, making its parent directories, and returns the
+// file's description. The file appears whole or not at all: body goes to a
+// temporary file that replaces the target once body is read to its end.
+// An error reading body is returned wrapped in a CodeInvalid error.
+// Errors: CodeNotFound, CodeContextDead, CodeInvalidPath, CodeFileNotFound,
+// CodeInvalid, CodeDockerUnavailable.
+func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (FileInfo, error) {
+	rel, err := cleanPath(p)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	if rel == "." {
+		return FileInfo{}, Errorf(CodeInvalidPath, "path %q is the working dir, not a file", p)
+	}
+	s, err := m.running(id)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	defer s.touch()
+	workDir := s.info.WorkingDir
+
+	in := &countingReader{r: body}
+	out, stderr := &cappedBuffer{max: 64 << 10}, &cappedBuffer{max: 64 << 10}
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("write", workDir, rel), User: contextUser, Stdin: in, Stdout: out, Stderr: stderr})
+	tmp, rest, haveTmp := strings.Cut(out.String(), "\x00")
+	abort := func() {
+		if haveTmp {
+			m.removeTemp(ctx, s, workDir, tmp)
+		}
+	}
+	switch {
+	case in.err != nil:
+		abort()
+		return FileInfo{}, &Error{Code: CodeInvalid, Message: "could not read the upload", Err: in.err}
+	case err != nil:
+		abort()
+		return FileInfo{}, err
+	case code == exitWriteFailed:
+		return FileInfo{}, &Error{Code: CodeInvalid, Message: fmt.Sprintf("could not write %q; is the disk full?", rel), Err: errors.New(stderr.String())}
+	case code != 0:
+		abort()
+		return FileInfo{}, fileError(code, rel, stderr)
+	}
+	if written, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64); err != nil || written != in.n {
+		abort()
+		return FileInfo{}, fmt.Errorf("write %s in %s: %d bytes read, %q written", rel, id, in.n, rest)
+	}
+
+	out, stderr = &cappedBuffer{max: 64 << 10}, &cappedBuffer{max: 64 << 10}
+	code, err = m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("commit", workDir, rel, tmp), User: contextUser, Stdout: out, Stderr: stderr})
+	switch {
+	case err != nil:
+		abort()
+		return FileInfo{}, err
+	case code != 0:
+		return FileInfo{}, fileError(code, rel, stderr)
+	}
+	return parseEntry(out.String(), rel)
+}
+
+// removeTemp removes an upload's temporary file, even when ctx has ended.
+func (m *Manager) removeTemp(ctx context.Context, s *sandbox, workDir, tmp string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if _, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("abort", workDir, ".", tmp), User: contextUser}); err != nil {
+		m.log.Warn("could not remove an upload's temporary file", "context_id", s.info.ID, "file", tmp, "error", err)
+	}
+}
+
+// OpenFile opens the file at p, relative to the context's working dir, and
+// returns its description and a reader of its bytes. They stream from the
+// container as the reader is read; the caller must close it. The reader
+// gives exactly Size bytes, or an error. Errors: CodeNotFound,
+// CodeContextDead, CodeInvalidPath (also for a directory), CodeFileNotFound,
+// CodeDockerUnavailable.
+func (m *Manager) OpenFile(ctx context.Context, id, p string) (FileInfo, io.ReadCloser, error) {
+	rel, err := cleanPath(p)
+	if err != nil {
+		return FileInfo{}, nil, err
+	}
+	s, err := m.running(id)
+	if err != nil {
+		return FileInfo{}, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pr, pw := io.Pipe()
+	header := make(chan string, 1)
+	out := &headerWriter{w: pw, header: header}
+	stderr := &cappedBuffer{max: 64 << 10}
+	done := make(chan struct{})
+	var execErr error
+	go func() {
+		defer close(done)
+		defer s.touch()
+		code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("read", s.info.WorkingDir, rel), User: contextUser, Stdout: out, Stderr: stderr})
+		switch {
+		case err != nil:
+		case code != 0:
+			err = fileError(code, rel, stderr)
+		case !out.seen:
+			err = fmt.Errorf("read %s in %s: no description before the data", rel, id)
+		}
+		execErr = err
+		pw.CloseWithError(err)
+	}()
+	r := &execReader{pr: pr, cancel: cancel, done: done}
+	var h string
+	select {
+	case h = <-header:
+	case <-done:
+		select {
+		case h = <-header:
+		default:
+			r.Close()
+			return FileInfo{}, nil, execErr
+		}
+	}
+	info, err := parseEntry(h, rel)
+	if err != nil {
+		r.Close()
+		return FileInfo{}, nil, err
+	}
+	return info, r, nil
+}
+
+// execReader reads the output of an exec through a pipe; Close stops the
+// exec and waits for it.
+type execReader struct {
+	pr     *io.PipeReader
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (r *execReader) Read(p []byte) (int, error) { return r.pr.Read(p) }
+
+func (r *execReader) Close() error {
+	r.pr.Close()
+	r.cancel()
+	<-r.done
+	return nil
+}
+
+// headerWriter sends what a stream holds before its first NUL to header,
+// and writes the rest to w.
+type headerWriter struct {
+	w      io.Writer
+	header chan<- string
+	buf    []byte
+	seen   bool
+}
+
+func (h *headerWriter) Write(p []byte) (int, error) {
+	if h.seen {
+		return h.w.Write(p)
+	}
+	n := len(p)
+	i := bytes.IndexByte(p, 0)
+	if i < 0 {
+		if len(h.buf)+len(p) > 4096 {
+			return 0, errors.New("the file's description is too long")
+		}
+		h.buf = append(h.buf, p...)
+		return n, nil
+	}
+	h.buf = append(h.buf, p[:i]...)
+	h.seen = true
+	h.header <- string(h.buf)
+	if rest := p[i+1:]; len(rest) > 0 {
+		if _, err := h.w.Write(rest); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// ListFiles lists the directory dir, relative to the context's working
+// dir ("" is the working dir itself), sorted by name. It does not descend
+// into subdirectories; symlinks are described by what they point to.
+// Errors: CodeNotFound, CodeContextDead, CodeInvalidPath (also for a file),
+// CodeFileNotFound, CodeDockerUnavailable.
+func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, error) {
+	rel, err := cleanPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	s, err := m.running(id)
+	if err != nil {
+		return nil, err
+	}
+	defer s.touch()
+	out, stderr := &cappedBuffer{max: 64 << 20}, &cappedBuffer{max: 64 << 10}
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("list", s.info.WorkingDir, rel), User: contextUser, Stdout: out, Stderr: stderr})
+	switch {
+	case err != nil:
+		return nil, err
+	case code != 0:
+		return nil, fileError(code, rel, stderr)
+	case out.cut:
+		return nil, fmt.Errorf("list %s in %s: the listing is over %d bytes", rel, id, out.max)
+	}
+	files := []FileInfo{}
+	for _, rec := range strings.Split(out.String(), "\x00") {
+		if rec == "" {
+			continue
+		}
+		i := strings.LastIndexByte(rec, '/')
+		if i < 0 {
+			return nil, fmt.Errorf("list %s in %s: bad entry %q", rel, id, rec)
+		}
+		f, err := parseEntry(rec[:i], path.Join(rel, rec[i+1:]))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
+	return files, nil
+}
+
+// DeleteFile removes the file at p, relative to the context's working dir;
+// a directory goes with everything in it. A symlink is removed itself, not
+// what it points to. Errors: CodeNotFound, CodeContextDead,
+// CodeInvalidPath, CodeFileNotFound, CodeDockerUnavailable.
+func (m *Manager) DeleteFile(ctx context.Context, id, p string) error {
+	rel, err := cleanPath(p)
+	if err != nil {
+		return err
+	}
+	if rel == "." {
+		return Errorf(CodeInvalidPath, "path %q is the working dir, which cannot be deleted", p)
+	}
+	s, err := m.running(id)
+	if err != nil {
+		return err
+	}
+	defer s.touch()
+	stderr := &cappedBuffer{max: 64 << 10}
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("delete", s.info.WorkingDir, rel), User: contextUser, Stderr: stderr})
+	switch {
+	case err != nil:
+		return err
+	case code != 0:
+		return fileError(code, rel, stderr)
+	}
+	return nil
+}
+
+// parseEntry reads fileScript's description of a file, type/size/mode/mtime
+// as find prints %y/%s/%m/%T@, for the file at rel.
+func parseEntry(s, rel string) (FileInfo, error) {
+	f := strings.Split(s, "/")
+	if len(f) != 4 {
+		return FileInfo{}, fmt.Errorf("describe %s: bad entry %q", rel, s)
+	}
+	size, err1 := strconv.ParseInt(f[1], 10, 64)
+	mode, err2 := strconv.ParseUint(f[2], 8, 32)
+	secs, frac, _ := strings.Cut(f[3], ".")
+	sec, err3 := strconv.ParseInt(secs, 10, 64)
+	var nsec int64
+	if frac != "" {
+		frac = (frac + "000000000")[:9]
+		nsec, _ = strconv.ParseInt(frac, 10, 64)
+	}
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return FileInfo{}, fmt.Errorf("describe %s: bad entry %q: %w", rel, s, err)
+	}
+	return FileInfo{
+		Name:    path.Base(rel),
+		Path:    rel,
+		Size:    size,
+		Mode:    uint32(mode),
+		ModTime: time.Unix(sec, nsec).UTC(),
+		IsDir:   f[0] == "d",
+	}, nil
+}
+
+// countingReader counts the bytes read through it and keeps the first
+// error other than io.EOF, so that a failed upload can be told from a
+// process that stopped reading.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// cappedBuffer keeps the first max bytes written to it and drops the
+// rest, so that a process cannot make the daemon hold more.
+type cappedBuffer struct {
+	mu  sync.Mutex
+	b   bytes.Buffer
+	max int
+	cut bool
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.max - c.b.Len(); len(p) > room {
+		c.b.Write(p[:max(room, 0)])
+		c.cut = true
+		return len(p), nil
+	}
+	c.b.Write(p)
+	return len(p), nil
+}
+
+func (c *cappedBuffer) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b.String()
+}

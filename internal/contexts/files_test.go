@@ -1,0 +1,150 @@
+package contexts
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCleanPath(t *testing.T) {
+	for _, tt := range []struct {
+		in, want string
+		bad      bool
+	}{
+		{in: "a.txt", want: "a.txt"},
+		{in: "dir/sub/a.txt", want: "dir/sub/a.txt"},
+		{in: "./dir//a.txt", want: "dir/a.txt"},
+		{in: "dir/", want: "dir"},
+		{in: "", want: "."},
+		{in: ".", want: "."},
+		{in: "...", want: "..."},
+		{in: "a..b", want: "a..b"},
+		{in: "../etc/passwd", bad: true},
+		{in: "dir/../../x", bad: true},
+		{in: "dir/..", bad: true},
+		{in: "dir/../a.txt", bad: true},
+		{in: "..", bad: true},
+		{in: "/etc/passwd", bad: true},
+		{in: "/workspace/a.txt", bad: true},
+		{in: "a\x00b", bad: true},
+	} {
+		got, err := cleanPath(tt.in)
+		switch {
+		case tt.bad && Code(err) != CodeInvalidPath:
+			t.Errorf("cleanPath(%q) = %q, %v; want INVALID_PATH", tt.in, got, err)
+		case !tt.bad && (err != nil || got != tt.want):
+			t.Errorf("cleanPath(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestCleanCwd(t *testing.T) {
+	for _, tt := range []struct {
+		in, workDir, want string
+		bad               bool
+	}{
+		{in: "", workDir: "/workspace", want: "."},
+		{in: "sub", workDir: "/workspace", want: "sub"},
+		{in: "/workspace", workDir: "/workspace", want: "."},
+		{in: "/workspace/", workDir: "/workspace", want: "."},
+		{in: "/workspace/sub/x", workDir: "/workspace", want: "sub/x"},
+		{in: "/workspace/project/a", workDir: "/workspace/project", want: "a"},
+		{in: "/workspace", workDir: "/workspace/project", bad: true},
+		{in: "/workspace2", workDir: "/workspace", bad: true},
+		{in: "/tmp", workDir: "/workspace", bad: true},
+		{in: "/workspace/../etc", workDir: "/workspace", bad: true},
+		{in: "/workspace/sub/..", workDir: "/workspace", bad: true},
+		{in: "../x", workDir: "/workspace", bad: true},
+	} {
+		got, err := cleanCwd(tt.in, tt.workDir)
+		switch {
+		case tt.bad && Code(err) != CodeInvalidPath:
+			t.Errorf("cleanCwd(%q, %q) = %q, %v; want INVALID_PATH", tt.in, tt.workDir, got, err)
+		case !tt.bad && (err != nil || got != tt.want):
+			t.Errorf("cleanCwd(%q, %q) = %q, %v; want %q", tt.in, tt.workDir, got, err, tt.want)
+		}
+	}
+}
+
+func TestParseEntry(t *testing.T) {
+	f, err := parseEntry("f/1234/644/1736937000.1234567890", "data/a.csv")
+	want := FileInfo{Name: "a.csv", Path: "data/a.csv", Size: 1234, Mode: 0o644, ModTime: time.Unix(1736937000, 123456789).UTC()}
+	if err != nil || f != want {
+		t.Errorf("parseEntry = %+v, %v; want %+v", f, err, want)
+	}
+	f, err = parseEntry("d/4096/4755/1736937000", "bin")
+	if err != nil || !f.IsDir || f.Mode != 0o4755 || !f.ModTime.Equal(time.Unix(1736937000, 0)) {
+		t.Errorf("parseEntry of a directory = %+v, %v", f, err)
+	}
+	for _, bad := range []string{"", "f/1/644", "f/x/644/1", "f/1/9/1", "f/1/644/x"} {
+		if _, err := parseEntry(bad, "a"); err == nil {
+			t.Errorf("parseEntry(%q) did not fail", bad)
+		}
+	}
+}
+
+func TestTextCapture(t *testing.T) {
+	t.Run("runes split across writes are kept whole", func(t *testing.T) {
+		var emitted []string
+		c := &textCapture{emit: func(s string) { emitted = append(emitted, s) }}
+		for _, w := range []string{"a\xc3", "\xa9b\xe2\x82", "\xac", "\xf0\x9f", "\x98\x80"} {
+			c.Write([]byte(w))
+		}
+		c.close()
+		if c.String() != "aéb€😀" {
+			t.Errorf("text %q", c.String())
+		}
+		if strings.Join(emitted, "|") != "a|éb|€|😀" {
+			t.Errorf("emitted %q", emitted)
+		}
+	})
+	t.Run("invalid bytes become U+FFFD", func(t *testing.T) {
+		c := &textCapture{}
+		c.Write([]byte("bad \xff\xfe ok \xe2\x82A"))
+		c.Write([]byte("end \xe2"))
+		c.close()
+		if want := "bad \uFFFD\uFFFD ok \uFFFD\uFFFDAend \uFFFD"; c.String() != want {
+			t.Errorf("text %q, want %q", c.String(), want)
+		}
+	})
+	t.Run("the cap cuts on a rune boundary and marks it", func(t *testing.T) {
+		var emitted []string
+		c := &textCapture{limit: 6, emit: func(s string) { emitted = append(emitted, s) }}
+		c.Write([]byte("abcé")) // 5 bytes: fits
+		c.Write([]byte("éé"))   // the first é would end at byte 7: cut before it
+		c.Write([]byte("more"))
+		c.close()
+		if want := "abcé" + truncatedMarker; !c.cut || c.String() != want {
+			t.Errorf("cut %v, text %q, want %q", c.cut, c.String(), want)
+		}
+		if strings.Join(emitted, "|") != "abcé|"+truncatedMarker {
+			t.Errorf("emitted %q", emitted)
+		}
+	})
+}
+
+func TestCommandOutputMarker(t *testing.T) {
+	t.Run("stderr before the marker is the script's", func(t *testing.T) {
+		o := newCommandOutput(0, nil)
+		o.stderrWriter().Write([]byte("sub is not a directory\n"))
+		o.close()
+		if o.started() || o.early.String() != "sub is not a directory\n" || o.stderr.String() != "" {
+			t.Errorf("started %v, early %q, stderr %q", o.started(), o.early.String(), o.stderr.String())
+		}
+	})
+	t.Run("stderr that overtook the marker is the command's", func(t *testing.T) {
+		var events []string
+		o := newCommandOutput(0, func(stream, text string) { events = append(events, stream+":"+text) })
+		o.stderrWriter().Write([]byte("e1\n"))
+		o.stdoutWriter().Write([]byte("12"))
+		o.stdoutWriter().Write([]byte("3\x00o1\n"))
+		o.stderrWriter().Write([]byte("e2\n"))
+		o.close()
+		if !o.started() || o.pid() != 123 || o.stdout.String() != "o1\n" || o.stderr.String() != "e1\ne2\n" {
+			t.Errorf("started %v, pid %d, stdout %q, stderr %q", o.started(), o.pid(), o.stdout.String(), o.stderr.String())
+		}
+		if got := strings.Join(events, " "); got != "stderr:e1\n stdout:o1\n stderr:e2\n" {
+			t.Errorf("events %q", got)
+		}
+	})
+}

@@ -1,0 +1,106 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/client"
+
+	"github.com/sandboxd/sandboxd/internal/contexts"
+)
+
+// Exec runs a process in the container through the engine's exec API, so
+// it works with the container's network off, and runs under the
+// container's own limits. Output is copied as it arrives, never held
+// whole, so files of any size pass through.
+func (r *Runtime) Exec(ctx context.Context, inst contexts.Instance, spec contexts.ExecSpec) (int, error) {
+	created, err := r.cli.ExecCreate(ctx, inst.ContainerID, client.ExecCreateOptions{
+		User:         spec.User,
+		AttachStdin:  spec.Stdin != nil,
+		AttachStdout: true,
+		AttachStderr: true,
+		Env:          spec.Env,
+		WorkingDir:   spec.Dir,
+		Cmd:          spec.Cmd,
+	})
+	if cerrdefs.IsConflict(err) {
+		// The container stopped before its watcher said so.
+		return 0, &contexts.Error{Code: contexts.CodeContextDead, Message: "the context's container has stopped; delete it and create a new one", Err: err}
+	}
+	if err != nil {
+		return 0, translate(err, "create exec in "+inst.ContainerID)
+	}
+	att, err := r.cli.ExecAttach(ctx, created.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return 0, translate(err, "start exec in "+inst.ContainerID)
+	}
+	// Closing the connection is the only way to stop copying: a read
+	// blocked on it does not watch ctx.
+	var closeOnce sync.Once
+	closeConn := func() { closeOnce.Do(att.Close) }
+	defer closeConn()
+	stop := context.AfterFunc(ctx, closeConn)
+	defer stop()
+
+	var stdin sync.WaitGroup
+	if spec.Stdin != nil {
+		stdin.Add(1)
+		go func() {
+			defer stdin.Done()
+			// A process that ends without reading all of its input makes
+			// this fail; its exit code tells the caller what happened.
+			io.Copy(att.Conn, spec.Stdin)
+			att.CloseWrite()
+		}()
+	}
+	stdout, stderr := orDiscard(spec.Stdout), orDiscard(spec.Stderr)
+	_, copyErr := stdcopy.StdCopy(stdout, stderr, att.Reader)
+	closeConn()
+	// The stdin copy may be reading the caller's Stdin: wait for it, so
+	// that it is not read after Exec returns.
+	stdin.Wait()
+	if ctx.Err() != nil {
+		return 0, fmt.Errorf("exec in %s: %w", inst.ContainerID, ctx.Err())
+	}
+	if copyErr != nil {
+		return 0, fmt.Errorf("copy output of exec in %s: %w", inst.ContainerID, copyErr)
+	}
+	return r.execExitCode(ctx, created.ID)
+}
+
+// execExitCode waits for the engine to record the exec's end. Its output
+// ends as the process does, but the engine may record the exit a moment
+// later.
+func (r *Runtime) execExitCode(ctx context.Context, execID string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	delay := 5 * time.Millisecond
+	for {
+		res, err := r.cli.ExecInspect(ctx, execID, client.ExecInspectOptions{})
+		if err != nil {
+			return 0, translate(err, "inspect exec "+execID)
+		}
+		if !res.Running {
+			return res.ExitCode, nil
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return 0, translate(errors.Join(ctx.Err(), errors.New("the exec's output ended but it still runs")), "inspect exec "+execID)
+		}
+		delay = min(2*delay, 200*time.Millisecond)
+	}
+}
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}

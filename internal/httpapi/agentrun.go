@@ -1,0 +1,315 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/sandboxd/sandboxd/internal/contexts"
+)
+
+// The routes of AgentRun's sandbox data API, which its SDKs call as
+// <base>/sandboxes/{sandbox_id}/..., so that pointing such an SDK's base URL
+// at sandboxd works. A sandbox id has no meaning here: contexts are
+// sandboxd's own, and a sandbox id that names a context stands for it when
+// a request names none.
+
+// agentRunHome is the SDKs' default cwd. No context can work there, so it
+// stands for the default working dir.
+const agentRunHome = "/home/user"
+
+type agentRunContext struct {
+	ID       string `json:"id"`
+	Language string `json:"language"`
+	Cwd      string `json:"cwd"`
+	Status   string `json:"status"`
+}
+
+func newAgentRunContext(c contexts.Info) agentRunContext {
+	return agentRunContext{ID: c.ID, Language: c.Language, Cwd: c.WorkingDir, Status: string(c.Status)}
+}
+
+func handleAgentRunCreate(log *slog.Logger, svc contextService) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Language string `json:"language"`
+			Cwd      string `json:"cwd"`
+		}
+		if err := decode(r, &req); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		c, err := svc.Create(r.Context(), agentRunCreateRequest(req.Language, req.Cwd))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		encode(w, http.StatusOK, newAgentRunContext(c))
+	}
+}
+
+func agentRunCreateRequest(language, cwd string) contexts.CreateRequest {
+	if cwd == agentRunHome {
+		cwd = ""
+	}
+	return contexts.CreateRequest{Language: language, WorkingDir: cwd}
+}
+
+func handleAgentRunList(svc contextService) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		infos := svc.List()
+		all := make([]agentRunContext, len(infos))
+		for i, c := range infos {
+			all[i] = newAgentRunContext(c)
+		}
+		encode(w, http.StatusOK, all)
+	}
+}
+
+func handleAgentRunGet(log *slog.Logger, svc contextService) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := svc.Get(chi.URLParam(r, "context_id"))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		encode(w, http.StatusOK, newAgentRunContext(c))
+	}
+}
+
+func handleAgentRunDelete(log *slog.Logger, svc contextService) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := svc.Delete(r.Context(), chi.URLParam(r, "context_id")); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		encode(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+// agentRunResult is one item of an AgentRun execution's results.
+type agentRunResult struct {
+	Type  string                     `json:"type"` // stdout, stderr, result, error or endOfExecution
+	Text  string                     `json:"text,omitempty"`
+	Data  map[string]json.RawMessage `json:"data,omitempty"`
+	Name  string                     `json:"name,omitempty"`
+	Value string                     `json:"value,omitempty"`
+	// Status, on endOfExecution: ok or error.
+	Status        string  `json:"status,omitempty"`
+	ExecutionTime float64 `json:"executionTime,omitempty"`
+}
+
+// handleAgentRunExecute runs code in the context the request names, else in
+// the one the sandbox id names, else in a new one of the request's
+// language, and answers with the context's id and the results in order.
+func handleAgentRunExecute(log *slog.Logger, svc contextService) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Code      *string  `json:"code"`
+			ContextID string   `json:"contextId"`
+			Language  string   `json:"language"`
+			Timeout   *float64 `json:"timeout"`
+		}
+		if err := decode(r, &req); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if req.Code == nil {
+			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"code\" is required"))
+			return
+		}
+		var timeout time.Duration
+		if req.Timeout != nil && *req.Timeout > 0 {
+			timeout = time.Duration(*req.Timeout * float64(time.Second))
+		}
+		id := req.ContextID
+		if id == "" {
+			if _, err := svc.Get(chi.URLParam(r, "sandbox_id")); err == nil {
+				id = chi.URLParam(r, "sandbox_id")
+			}
+		}
+		if id == "" {
+			c, err := svc.Create(r.Context(), agentRunCreateRequest(req.Language, ""))
+			if err != nil {
+				writeError(w, r, log, err)
+				return
+			}
+			id = c.ID
+		}
+		e, err := svc.Execute(r.Context(), id, contexts.ExecuteRequest{Code: *req.Code, Timeout: timeout})
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		encode(w, http.StatusOK, map[string]any{"contextId": id, "results": agentRunResults(e)})
+	}
+}
+
+func agentRunResults(e contexts.Execution) []agentRunResult {
+	var results []agentRunResult
+	if e.Stdout != "" {
+		results = append(results, agentRunResult{Type: "stdout", Text: e.Stdout})
+	}
+	// The traceback is in the error item; stderr keeps what the code wrote.
+	stderr := e.Stderr
+	if e.Error != nil {
+		stderr = strings.Replace(stderr, e.Error.Traceback+"\n", "", 1)
+	}
+	if stderr != "" {
+		results = append(results, agentRunResult{Type: "stderr", Text: stderr})
+	}
+	for _, o := range e.Outputs {
+		var text string
+		json.Unmarshal(o.Data["text/plain"], &text) // not a string: no text
+		results = append(results, agentRunResult{Type: "result", Text: text, Data: o.Data})
+	}
+	status := "ok"
+	if e.Error != nil {
+		status = "error"
+		results = append(results, agentRunResult{Type: "error", Name: e.Error.Name, Value: e.Error.Value, Text: e.Error.Traceback})
+	} else if !e.Success() {
+		status = "error"
+	}
+	return append(results, agentRunResult{Type: "endOfExecution", Status: status, ExecutionTime: e.Duration.Seconds()})
+}
+
+// agentRunFileLimit caps the files the JSON file routes carry; larger
+// ones go through /api/v1/contexts/{id}/files, which streams.
+const agentRunFileLimit = 10 << 20
+
+// agentRunContextOf returns the context the sandbox id names: files and
+// processes belong to a sandbox in AgentRun, and to a context here.
+func agentRunContextOf(r *http.Request, svc contextService) (contexts.Info, error) {
+	c, err := svc.Get(chi.URLParam(r, "sandbox_id"))
+	if err != nil {
+		return c, contexts.Errorf(contexts.CodeNotFound, "Context not found: for files and processes, the sandbox id must be a context id")
+	}
+	return c, nil
+}
+
+// agentRunPath makes an AgentRun path relative to the context's working
+// dir: the SDKs' home, /home/user, stands for it, as for cwd.
+func agentRunPath(p, workDir string) string {
+	for _, root := range []string{agentRunHome, workDir} {
+		if p == root {
+			return "."
+		}
+		if rel, ok := strings.CutPrefix(p, root+"/"); ok {
+			return rel
+		}
+	}
+	return p
+}
+
+func handleAgentRunReadFile(log *slog.Logger, svc contextService) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := agentRunContextOf(r, svc)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		p := r.URL.Query().Get("path")
+		info, body, err := svc.OpenFile(r.Context(), c.ID, agentRunPath(p, c.WorkingDir))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		defer body.Close()
+		if info.Size > agentRunFileLimit {
+			writeError(w, r, log, contexts.Errorf(codeTooLarge, "%s has %d bytes, more than this route carries; GET /api/v1/contexts/%s/files/%s streams it", p, info.Size, c.ID, info.Path))
+			return
+		}
+		b, err := io.ReadAll(body)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		resp := map[string]any{"path": p, "content": string(b), "encoding": "utf-8", "size": len(b)}
+		if !utf8.Valid(b) {
+			resp["content"], resp["encoding"] = base64.StdEncoding.EncodeToString(b), "base64"
+		}
+		encode(w, http.StatusOK, resp)
+	}
+}
+
+func handleAgentRunWriteFile(log *slog.Logger, svc contextService) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Path     string `json:"path"`
+			Content  string `json:"content"`
+			Encoding string `json:"encoding"`
+		}
+		if err := decode(r, &req); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		content := []byte(req.Content)
+		switch strings.ToLower(req.Encoding) {
+		case "", "utf-8", "utf8":
+		case "base64":
+			var err error
+			if content, err = base64.StdEncoding.DecodeString(req.Content); err != nil {
+				writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"content\" is not base64: %v", err))
+				return
+			}
+		default:
+			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "encoding %q is neither utf-8 nor base64", req.Encoding))
+			return
+		}
+		c, err := agentRunContextOf(r, svc)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		info, err := svc.WriteFile(r.Context(), c.ID, agentRunPath(req.Path, c.WorkingDir), bytes.NewReader(content))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		encode(w, http.StatusOK, map[string]any{"path": req.Path, "size": info.Size})
+	}
+}
+
+func handleAgentRunCmd(log *slog.Logger, svc contextService) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Command *string  `json:"command"`
+			Cwd     string   `json:"cwd"`
+			Timeout *float64 `json:"timeout"`
+		}
+		if err := decode(r, &req); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if req.Command == nil {
+			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"command\" is required"))
+			return
+		}
+		c, err := agentRunContextOf(r, svc)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		creq := contexts.CommandRequest{Command: *req.Command, Cwd: agentRunPath(req.Cwd, c.WorkingDir)}
+		if req.Timeout != nil && *req.Timeout > 0 {
+			creq.Timeout = time.Duration(*req.Timeout * float64(time.Second))
+		}
+		res, err := svc.RunCommand(r.Context(), c.ID, creq)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		encode(w, http.StatusOK, map[string]any{
+			"stdout": res.Stdout, "stderr": res.Stderr, "exitCode": res.ExitCode,
+			"executionTime": res.Duration.Seconds(), "timedOut": res.TimedOut,
+		})
+	}
+}
