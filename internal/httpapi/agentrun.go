@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
@@ -126,9 +125,10 @@ func handleAgentRunExecute(log *slog.Logger, svc contextService) http.HandlerFun
 			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"code\" is required"))
 			return
 		}
-		var timeout time.Duration
-		if req.Timeout != nil && *req.Timeout > 0 {
-			timeout = time.Duration(*req.Timeout * float64(time.Second))
+		timeout, err := parseTimeout(req.Timeout)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
 		}
 		id := req.ContextID
 		if id == "" {
@@ -298,10 +298,12 @@ func handleAgentRunCmd(log *slog.Logger, svc contextService) http.HandlerFunc {
 			writeError(w, r, log, err)
 			return
 		}
-		creq := contexts.CommandRequest{Command: *req.Command, Cwd: agentRunPath(req.Cwd, c.WorkingDir)}
-		if req.Timeout != nil && *req.Timeout > 0 {
-			creq.Timeout = time.Duration(*req.Timeout * float64(time.Second))
+		timeout, err := parseTimeout(req.Timeout)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
 		}
+		creq := contexts.CommandRequest{Command: *req.Command, Cwd: agentRunPath(req.Cwd, c.WorkingDir), Timeout: timeout}
 		res, err := svc.RunCommand(r.Context(), c.ID, creq)
 		if err != nil {
 			writeError(w, r, log, err)

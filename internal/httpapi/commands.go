@@ -50,13 +50,10 @@ func handleCommand(log *slog.Logger, svc contextService) http.HandlerFunc {
 			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"command\" is required"))
 			return
 		}
-		var timeout time.Duration
-		if req.Timeout != nil {
-			if *req.Timeout <= 0 {
-				writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"timeout\" must be more than 0 seconds"))
-				return
-			}
-			timeout = time.Duration(*req.Timeout * float64(time.Second))
+		timeout, err := parseTimeout(req.Timeout)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
 		}
 		id := chi.URLParam(r, "id")
 		creq := contexts.CommandRequest{Command: *req.Command, Timeout: timeout, Env: req.Env, Cwd: req.Cwd}

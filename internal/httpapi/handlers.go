@@ -253,13 +253,10 @@ func handleExecute(log *slog.Logger, svc contextService) http.HandlerFunc {
 			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"code\" is required"))
 			return
 		}
-		var timeout time.Duration
-		if req.Timeout != nil {
-			if *req.Timeout <= 0 {
-				writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"timeout\" must be more than 0 seconds"))
-				return
-			}
-			timeout = time.Duration(*req.Timeout * float64(time.Second))
+		timeout, err := parseTimeout(req.Timeout)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
 		}
 		id := chi.URLParam(r, "id")
 		xreq := contexts.ExecuteRequest{Code: *req.Code, Timeout: timeout, Env: req.Env}

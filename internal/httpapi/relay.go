@@ -197,8 +197,8 @@ func (rl *relay) execute(ctx context.Context, req relayRequest) {
 	if req.Content.Code != nil {
 		xreq.Code = *req.Content.Code
 	}
-	if t := req.Metadata.Timeout; t != nil && *t > 0 {
-		xreq.Timeout = time.Duration(*t * float64(time.Second))
+	if t, err := parseTimeout(req.Metadata.Timeout); err == nil {
+		xreq.Timeout = t // else the default: a bad one has no field to be named in
 	}
 	e, err := executeStreaming(ctx, rl.svc, rl.id, xreq, func(ev kernel.Event) {
 		if m, ok := iopubMessage(parent, ev); ok {
