@@ -115,7 +115,10 @@ func (p *pool) fill() {
 		missing := len(p.ready) < p.size
 		p.mu.Unlock()
 		if missing {
-			ctx, cancel := context.WithTimeout(p.ctx, p.m.cfg.CreateTimeout)
+			// Not under p.ctx: closing the pool waits for this boot rather
+			// than cut it short, since a container create that is cancelled
+			// may still be carried out by the engine, and leak.
+			ctx, cancel := context.WithTimeout(context.Background(), p.m.cfg.CreateTimeout)
 			s, err := p.m.boot(ctx, p.lang)
 			cancel()
 			if p.ctx.Err() != nil {

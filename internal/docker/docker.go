@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
@@ -128,8 +129,9 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 	}
 
 	l := r.cfg.Limits
+	name := "sandboxd-" + spec.ContextID
 	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Name: "sandboxd-" + spec.ContextID,
+		Name: name,
 		Config: &container.Config{
 			Image:  spec.Image,
 			Env:    []string{"JUPYTER_TOKEN=" + spec.Token},
@@ -156,6 +158,13 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 		},
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			// The engine may have made the container after all, and nobody
+			// else knows of it: remove it by name.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			r.cli.ContainerRemove(rctx, name, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+			cancel()
+		}
 		os.Remove(dir)
 		if cerrdefs.IsNotFound(err) {
 			return contexts.Instance{}, &contexts.Error{Code: contexts.CodeDockerUnavailable,

@@ -46,14 +46,25 @@ func TestRun(t *testing.T) {
 		t.Fatalf("execute: %+v, %v", res, err)
 	}
 
-	if err := ctr.Terminate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=sandboxd.context_id="+sc.ID).Output()
+	// Its kernel containers carry its name; its pool's too.
+	inspect, err := ctr.Inspect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ids := strings.Fields(string(out)); len(ids) != 0 {
-		t.Errorf("kernel containers left after Terminate: %q", ids)
+	var owner string
+	for _, e := range inspect.Config.Env {
+		if v, ok := strings.CutPrefix(e, "SANDBOXD_NAME="); ok {
+			owner = v
+		}
+	}
+	if err := ctr.Terminate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=sandboxd.owner="+owner).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := strings.Fields(string(out)); owner == "" || len(ids) != 0 {
+		t.Errorf("containers of %q left after Terminate: %q", owner, ids)
 	}
 }
