@@ -43,7 +43,7 @@ func TestRestartKeepsContexts(t *testing.T) {
 	first.stop(syscall.SIGKILL)
 
 	// Removed while no daemon watched.
-	if err := exec.Command("docker", "rm", "-f", "sandboxd-"+gone).Run(); err != nil {
+	if err := exec.Command("docker", "rm", "-f", "-v", "sandboxd-"+gone).Run(); err != nil {
 		t.Fatal(err)
 	}
 
