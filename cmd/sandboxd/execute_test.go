@@ -25,12 +25,12 @@ type sseEvent struct {
 	at   time.Time
 }
 
-// stream runs code with Accept: text/event-stream and returns the events as
-// they arrived.
-func (d *daemon) stream(tb testing.TB, id, code string) []sseEvent {
+// stream posts body to path with Accept: text/event-stream and returns the
+// events as they arrived.
+func (d *daemon) stream(tb testing.TB, path string, body any) []sseEvent {
 	tb.Helper()
-	body, _ := json.Marshal(map[string]any{"code": code, "timeout": 30})
-	req, _ := http.NewRequest("POST", d.url+"/api/v1/contexts/"+id+"/execute", bytes.NewReader(body))
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", d.url+path, bytes.NewReader(b))
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -64,7 +64,7 @@ func TestStreaming(t *testing.T) {
 	id := d.create(t)
 
 	start := time.Now()
-	events := d.stream(t, id, "import time\nprint('first', flush=True)\ntime.sleep(5)\nprint('second')\n1/0")
+	events := d.stream(t, "/api/v1/contexts/"+id+"/execute", map[string]any{"code": "import time\nprint('first', flush=True)\ntime.sleep(5)\nprint('second')\n1/0", "timeout": 30})
 	if len(events) == 0 {
 		t.Fatal("no events")
 	}
