@@ -98,6 +98,9 @@ type CreateRequest struct {
 	SessionName string            `json:"session_name,omitempty"`
 	WorkingDir  string            `json:"working_dir,omitempty"`
 	Env         map[string]string `json:"env,omitempty"`
+	// Network asks for HTTP and HTTPS to the public internet, which the
+	// server must allow (--allow-egress).
+	Network bool `json:"network,omitempty"`
 }
 
 // Context is a context: a container with a kernel.
@@ -112,6 +115,7 @@ type Context struct {
 	LastActivity   time.Time `json:"last_activity"`
 	ExecutionCount int       `json:"execution_count"`
 	Restarts       int       `json:"restarts"`
+	Network        bool      `json:"network"` // whether it can reach the public internet
 
 	// Pool is PoolHit or PoolMiss when the server said whether CreateContext
 	// took the context from its warm pool, and empty otherwise.

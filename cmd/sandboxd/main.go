@@ -27,6 +27,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/contexts"
 	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/egress"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 )
 
@@ -49,12 +50,16 @@ type config struct {
 	BashImage      string
 	SocketDir      string
 	Network        string
+	Runtime        string
+	AllowEgress    bool
 	Memory         byteSize
 	CPUs           float64
 	Pids           int64
 	NoFile         int64
 	MaxFileSize    byteSize
 	TmpSize        byteSize
+	WorkspaceSize  byteSize
+	WorkspaceDir   string
 	DefaultTimeout time.Duration
 	MaxTimeout     time.Duration
 	CreateTimeout  time.Duration
@@ -132,12 +137,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.BashImage, "bash-image", "sandboxd/bash-kernel:latest", "image of bash contexts")
 	fs.StringVar(&c.SocketDir, "socket-dir", "/run/sandboxd", "directory for the kernels' unix sockets; the same path on the host when sandboxd runs in a container")
 	fs.StringVar(&c.Network, "network", "none", "network mode of context containers")
+	fs.StringVar(&c.Runtime, "runtime", "", "OCI runtime of context containers as registered in the engine: empty for its default (runc), runsc for gVisor")
+	fs.BoolVar(&c.AllowEgress, "allow-egress", false, `let contexts created with "network": true reach the public internet over HTTP(S), through a proxy in the daemon that refuses private, loopback and link-local addresses`)
 	fs.Var(&c.Memory, "memory", "memory limit of a context, /tmp included")
 	fs.Float64Var(&c.CPUs, "cpus", 1, "CPU limit of a context, in cores")
 	fs.Int64Var(&c.Pids, "pids", 256, "process limit of a context")
 	fs.Int64Var(&c.NoFile, "nofile", 4096, "open file limit of a context")
 	fs.Var(&c.MaxFileSize, "max-file-size", "largest file a context may write")
 	fs.Var(&c.TmpSize, "tmp-size", "size of a context's /tmp (counts against its memory)")
+	fs.Var(&c.WorkspaceSize, "workspace-size", "size of a context's /workspace, as a file system of its own; 0 leaves it unbounded. Needs root on the engine's host, loop devices and e2fsprogs")
+	fs.StringVar(&c.WorkspaceDir, "workspace-dir", "/var/lib/sandboxd/workspaces", "where the file system images of --workspace-size live")
 	fs.DurationVar(&c.DefaultTimeout, "default-timeout", 30*time.Second, "execution timeout when a request gives none")
 	fs.DurationVar(&c.MaxTimeout, "max-timeout", time.Hour, "largest execution timeout a request may ask for")
 	fs.DurationVar(&c.CreateTimeout, "create-timeout", 2*time.Minute, "limit on making a context, up to a ready kernel")
@@ -266,10 +275,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log = slog.New(slog.NewTextHandler(stderr, opts))
 	}
 
+	var egressProxy *egress.Proxy
+	if cfg.AllowEgress {
+		egressProxy = &egress.Proxy{Logger: log}
+	}
 	rt, err := docker.New(docker.Config{
-		Owner:     cfg.Name,
-		SocketDir: cfg.SocketDir,
-		Network:   cfg.Network,
+		Owner:         cfg.Name,
+		SocketDir:     cfg.SocketDir,
+		Network:       cfg.Network,
+		Runtime:       cfg.Runtime,
+		Egress:        egressProxy,
+		WorkspaceSize: int64(cfg.WorkspaceSize),
+		WorkspaceDir:  cfg.WorkspaceDir,
 		Limits: docker.Limits{
 			Memory:   int64(cfg.Memory),
 			CPUs:     cfg.CPUs,
@@ -283,6 +300,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer rt.Close()
+	if err := rt.CheckWorkspaces(); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = rt.CheckRuntime(cctx)
+	cancel()
+	if contexts.Code(err) == contexts.CodeDockerUnavailable {
+		log.Warn("cannot check the runtime: the Docker engine is not answering", "runtime", cfg.Runtime)
+	} else if err != nil {
+		return err
+	}
 
 	langs := []contexts.Language{contexts.Python(cfg.Image), contexts.R(cfg.RImage), contexts.Bash(cfg.BashImage)}
 	for name := range cfg.Pool {
@@ -303,6 +331,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		FullWait:       cfg.FullWait,
 		PoolSizes:      cfg.Pool,
 		PoolMaxAge:     cfg.PoolMaxAge,
+		AllowEgress:    cfg.AllowEgress,
 		StateDir:       cfg.SocketDir,
 		IdleTTL:        cfg.IdleTTL,
 	}, log, contexts.NewMetrics(reg))
@@ -311,6 +340,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := mgr.Recover(pctx); err != nil {
 		// Keep serving: /readyz tells when the engine is back.
 		log.Warn("could not clean up after a previous run", "error", err)
+	} else if err := rt.PruneWorkspaces(pctx); err != nil {
+		log.Warn("could not remove the workspaces of a previous run", "error", err)
 	}
 	cancel()
 

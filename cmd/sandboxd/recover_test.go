@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -32,10 +34,14 @@ func TestRestartKeepsContexts(t *testing.T) {
 		rt.Close()
 	})
 	d := &daemon{url: "http://" + addr, validator: apitest.New(t), rt: rt}
+	// Egress and workspace images are the daemon's to serve and clean up
+	// again after a restart.
+	workspaces := t.TempDir()
+	args := []string{"--allow-egress", "--workspace-size", "64m", "--workspace-dir", workspaces}
 
-	first := startProcess(t, bin, owner, socketDir, addr)
+	first := startProcess(t, bin, owner, socketDir, addr, args...)
 	var c contextJSON
-	if status := d.call(t, "POST", "/api/v1/contexts", map[string]any{"working_dir": "/workspace/w", "env": map[string]string{"A": "1"}}, &c); status != http.StatusCreated {
+	if status := d.call(t, "POST", "/api/v1/contexts", map[string]any{"working_dir": "/workspace/w", "env": map[string]string{"A": "1"}, "network": true}, &c); status != http.StatusCreated {
 		t.Fatalf("create: %d", status)
 	}
 	gone := d.create(t)
@@ -47,10 +53,14 @@ func TestRestartKeepsContexts(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	second := startProcess(t, bin, owner, socketDir, addr, "--keep-contexts")
-	const probe = "import os; print(x, os.getcwd(), os.environ['A'])"
-	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1\n" {
+	second := startProcess(t, bin, owner, socketDir, addr, append(args, "--keep-contexts")...)
+	d.execute(t, c.ContextID, fetch, 0)
+	const probe = "import os; print(x, os.getcwd(), os.environ['A'], fetch('http://deb.debian.org/debian/'))"
+	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1 200\n" {
 		t.Errorf("after a crash: %+v", e)
+	}
+	if _, err := os.Stat(filepath.Join(workspaces, gone+".img")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the workspace of the removed context: %v", err)
 	}
 	var e errorJSON
 	if status := d.call(t, "GET", "/api/v1/contexts/"+gone, nil, &e); status != http.StatusNotFound {
@@ -58,8 +68,8 @@ func TestRestartKeepsContexts(t *testing.T) {
 	}
 	second.stop(os.Interrupt)
 
-	startProcess(t, bin, owner, socketDir, addr)
-	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1\n" {
+	startProcess(t, bin, owner, socketDir, addr, args...)
+	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1 200\n" {
 		t.Errorf("after a stop with --keep-contexts: %+v", e)
 	}
 	var list struct{ Contexts []contextJSON }

@@ -1,6 +1,20 @@
 """Starts an IPython kernel the way sandboxd needs it."""
 
+import os
+import site
+import sys
+
 from ipykernel import iostream, kernelapp
+
+# Python puts the user site on sys.path only if it exists when Python starts.
+# Make it and put it where Python would have, before the system's packages,
+# so that what pip installs (into the user site: the image sets PIP_USER)
+# can be imported, or shadow an older version, without a kernel restart.
+_user_site = site.getusersitepackages()
+os.makedirs(_user_site, exist_ok=True)
+if _user_site not in sys.path:
+    _system = [i for i, p in enumerate(sys.path) if p.endswith(("site-packages", "dist-packages"))]
+    sys.path.insert(_system[0] if _system else len(sys.path), _user_site)
 
 # When the container runs out of memory the kernel should be the process
 # that goes: the Jupyter server then restarts it and the context lives on.

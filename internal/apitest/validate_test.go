@@ -42,7 +42,8 @@ const validContext = `{
   "created_at": "2025-01-15T10:30:00.123456Z",
   "last_activity": "2025-01-15T10:30:00Z",
   "execution_count": 0,
-			"restarts": 0
+			"restarts": 0,
+			"network": false
 }`
 
 type exchange struct {

@@ -96,7 +96,7 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 	dctx, cancel := context.WithTimeout(ctx, timeout+commandKillAge+5*time.Second)
 	defer cancel()
 	start := time.Now()
-	code, err := m.rt.Exec(dctx, s.inst, ExecSpec{Cmd: cmd, Env: envList(env), User: contextUser, Stdout: out.stdoutWriter(), Stderr: out.stderrWriter()})
+	code, err := m.rt.Exec(dctx, s.inst, ExecSpec{Cmd: cmd, Env: envList(env), User: ContextUser, Stdout: out.stdoutWriter(), Stderr: out.stderrWriter()})
 	took := time.Since(start)
 	out.close()
 	if err != nil {
@@ -131,7 +131,7 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 func (m *Manager) killCommand(ctx context.Context, s *sandbox, pid int) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	_, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: []string{"kill", "-KILL", "--", "-" + strconv.Itoa(pid)}, User: contextUser})
+	_, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: []string{"kill", "-KILL", "--", "-" + strconv.Itoa(pid)}, User: ContextUser})
 	if err != nil {
 		m.log.Warn("could not stop an abandoned command", "context_id", s.info.ID, "error", err)
 	}

@@ -20,6 +20,12 @@ const (
 	// wrong kind (a directory to download, a file to list).
 	CodeInvalidPath  = "INVALID_PATH"
 	CodeFileNotFound = "FILE_NOT_FOUND"
+	// CodeNoSpace refuses an upload that does not fit: the context's
+	// workspace is full, or the file is over the file size limit.
+	CodeNoSpace = "NO_SPACE"
+	// CodeEgressDisabled refuses a context with networking on a daemon
+	// that does not allow it.
+	CodeEgressDisabled = "EGRESS_DISABLED"
 )
 
 // Error is an error with a stable code and a message fit to show a client.

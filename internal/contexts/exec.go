@@ -22,10 +22,10 @@ type ExecSpec struct {
 	Stdout, Stderr io.Writer
 }
 
-// contextUser is the uid:gid every process of a context runs as, as the
+// ContextUser is the uid:gid every process of a context runs as, as the
 // images' USER says: files and commands run with the kernel's rights, so
 // what one writes the other can read.
-const contextUser = "61000:61000"
+const ContextUser = "61000:61000"
 
 // truncatedMarker ends a stream cut at the output cap, as the kernel
 // package marks executions'.

@@ -76,7 +76,8 @@ write)
 	tmp=$(mktemp "$d/.sandboxd-upload.XXXXXX") || fail 14 "cannot write in $d"
 	printf '%s\000' "$tmp"
 	cat >"$tmp" || { rm -f -- "$tmp"; fail 16 "cannot write $tmp"; }
-	stat -c '%s' -- "$tmp"
+	# Not stat: gVisor's statx refuses the flags coreutils passes.
+	find "$tmp" -maxdepth 0 -printf '%s'
 	;;
 commit)
 	resolve "$1"
@@ -250,7 +251,7 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 
 	in := &countingReader{r: body}
 	out, stderr := &cappedBuffer{max: 64 << 10}, &cappedBuffer{max: 64 << 10}
-	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("write", workDir, rel), User: contextUser, Stdin: in, Stdout: out, Stderr: stderr})
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("write", workDir, rel), User: ContextUser, Stdin: in, Stdout: out, Stderr: stderr})
 	tmp, rest, haveTmp := strings.Cut(out.String(), "\x00")
 	abort := func() {
 		if haveTmp {
@@ -265,7 +266,11 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 		abort()
 		return FileInfo{}, err
 	case code == exitWriteFailed:
-		return FileInfo{}, &Error{Code: CodeInvalid, Message: fmt.Sprintf("could not write %q; is the disk full?", rel), Err: errors.New(stderr.String())}
+		msg := fmt.Sprintf("could not write %q: the context's disk is full, or the file is larger than a context may write", rel)
+		if strings.Contains(stderr.String(), "No space left") {
+			msg = fmt.Sprintf("could not write %q: the context's disk is full", rel)
+		}
+		return FileInfo{}, &Error{Code: CodeNoSpace, Message: msg, Err: errors.New(stderr.String())}
 	case code != 0:
 		abort()
 		return FileInfo{}, fileError(code, rel, stderr)
@@ -276,7 +281,7 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 	}
 
 	out, stderr = &cappedBuffer{max: 64 << 10}, &cappedBuffer{max: 64 << 10}
-	code, err = m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("commit", workDir, rel, tmp), User: contextUser, Stdout: out, Stderr: stderr})
+	code, err = m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("commit", workDir, rel, tmp), User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:
 		abort()
@@ -291,7 +296,7 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 func (m *Manager) removeTemp(ctx context.Context, s *sandbox, workDir, tmp string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if _, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("abort", workDir, ".", tmp), User: contextUser}); err != nil {
+	if _, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("abort", workDir, ".", tmp), User: ContextUser}); err != nil {
 		m.log.Warn("could not remove an upload's temporary file", "context_id", s.info.ID, "file", tmp, "error", err)
 	}
 }
@@ -321,7 +326,7 @@ func (m *Manager) OpenFile(ctx context.Context, id, p string) (FileInfo, io.Read
 	go func() {
 		defer close(done)
 		defer s.touch()
-		code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("read", s.info.WorkingDir, rel), User: contextUser, Stdout: out, Stderr: stderr})
+		code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("read", s.info.WorkingDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
 		switch {
 		case err != nil:
 		case code != 0:
@@ -418,7 +423,7 @@ func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, er
 	}
 	defer s.touch()
 	out, stderr := &cappedBuffer{max: 64 << 20}, &cappedBuffer{max: 64 << 10}
-	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("list", s.info.WorkingDir, rel), User: contextUser, Stdout: out, Stderr: stderr})
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("list", s.info.WorkingDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:
 		return nil, err
@@ -464,7 +469,7 @@ func (m *Manager) DeleteFile(ctx context.Context, id, p string) error {
 	}
 	defer s.touch()
 	stderr := &cappedBuffer{max: 64 << 10}
-	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("delete", s.info.WorkingDir, rel), User: contextUser, Stderr: stderr})
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("delete", s.info.WorkingDir, rel), User: ContextUser, Stderr: stderr})
 	switch {
 	case err != nil:
 		return err

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path"
 	"sort"
 	"strings"
@@ -61,6 +62,9 @@ type Config struct {
 	// IdleTTL removes a context after this long without an execution; 0
 	// keeps contexts until they are deleted.
 	IdleTTL time.Duration
+	// AllowEgress lets contexts ask for networking: HTTP and HTTPS to
+	// public addresses through Runtime.OpenEgress.
+	AllowEgress bool
 	// StateDir, when set, keeps a record of each context, so that Recover
 	// can take its container over after the daemon restarts.
 	StateDir string
@@ -77,6 +81,8 @@ type CreateRequest struct {
 	WorkingDir  string
 	// Env is added to the kernel's environment, and kept across restarts.
 	Env map[string]string
+	// Network asks for egress to the public internet (Config.AllowEgress).
+	Network bool
 }
 
 // Info is a snapshot of a context.
@@ -94,6 +100,8 @@ type Info struct {
 	Restarts int
 	// Pooled is true when the context's kernel came from the warm pool.
 	Pooled bool
+	// Network is true when the context can reach the public internet.
+	Network bool
 }
 
 // ExecuteRequest asks to run code in a context. A zero Timeout takes the
@@ -372,6 +380,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	if err := validateEnv(req.Env); err != nil {
 		return Info{}, err
 	}
+	if req.Network && !m.cfg.AllowEgress {
+		return Info{}, Errorf(CodeEgressDisabled, "this daemon gives contexts no network; start it with --allow-egress")
+	}
 	if err := m.reserve(ctx); err != nil {
 		m.metrics.creates.WithLabelValues("error").Inc()
 		return Info{}, err
@@ -393,6 +404,15 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		}
 	}
 
+	env := req.Env
+	if req.Network {
+		if env, err = m.openEgress(ctx, s, req.Env); err != nil {
+			m.metrics.creates.WithLabelValues("error").Inc()
+			m.remove(s)
+			return Info{}, err
+		}
+	}
+
 	now := time.Now().UTC().Truncate(time.Second)
 	s.mu.Lock()
 	s.info.SessionName = req.SessionName
@@ -401,11 +421,12 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	}
 	s.info.WorkingDir = workDir
 	s.info.CreatedAt = now
+	s.info.Network = req.Network
 	s.lastActivity = now
-	s.env = req.Env
+	s.env = env
 	// A kernel starts in the default working dir with the image's env: a
 	// context that asks for nothing else needs no set-up.
-	s.unprepared = s.unprepared || workDir != DefaultWorkingDir || len(req.Env) > 0
+	s.unprepared = s.unprepared || workDir != DefaultWorkingDir || len(env) > 0
 	s.mu.Unlock()
 	if err := s.prepare(ctx); err != nil {
 		m.metrics.creates.WithLabelValues("error").Inc()
@@ -425,6 +446,19 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	m.metrics.createSeconds.Observe(time.Since(start).Seconds())
 	m.log.Info("context created", "context_id", s.info.ID, "container_id", s.inst.ContainerID, "pooled", s.info.Pooled, "duration", time.Since(start))
 	return s.snapshot(), nil
+}
+
+// openEgress gives s's container its way out, and returns env with the
+// proxy's variables added; the request's own env wins where both set one.
+func (m *Manager) openEgress(ctx context.Context, s *sandbox, env map[string]string) (map[string]string, error) {
+	proxyEnv, err := m.rt.OpenEgress(ctx, s.inst)
+	if err != nil {
+		return nil, err
+	}
+	merged := map[string]string{}
+	maps.Copy(merged, proxyEnv)
+	maps.Copy(merged, env)
+	return merged, nil
 }
 
 // boot starts a container for lang and its kernel, and returns once the

@@ -21,6 +21,7 @@ type record struct {
 	SessionName string            `json:"session_name"`
 	WorkingDir  string            `json:"working_dir"`
 	Env         map[string]string `json:"env,omitempty"`
+	Network     bool              `json:"network,omitempty"`
 	CreatedAt   time.Time         `json:"created_at"`
 	Token       string            `json:"token"`
 }
@@ -38,7 +39,7 @@ func (m *Manager) saveRecord(s *sandbox) error {
 	}
 	b, err := json.Marshal(record{
 		ID: s.info.ID, Language: s.info.Language, SessionName: s.info.SessionName, WorkingDir: s.info.WorkingDir,
-		Env: s.env, CreatedAt: s.info.CreatedAt, Token: s.token,
+		Env: s.env, Network: s.info.Network, CreatedAt: s.info.CreatedAt, Token: s.token,
 	})
 	if err != nil {
 		return err
@@ -108,6 +109,12 @@ func (m *Manager) adopt(ctx context.Context, inst Instance) error {
 	if !ok || rec.Language == "" {
 		return fmt.Errorf("language %q is not served", rec.Language)
 	}
+	if rec.Network {
+		// The proxy is the daemon's: the one the previous run served is gone.
+		if _, err := m.rt.OpenEgress(ctx, inst); err != nil {
+			return fmt.Errorf("egress: %w", err)
+		}
+	}
 	server := kernel.NewServer(inst.Socket, rec.Token)
 	ids, err := server.Kernels(ctx)
 	if err == nil && len(ids) != 1 {
@@ -119,7 +126,7 @@ func (m *Manager) adopt(ctx context.Context, inst Instance) error {
 	}
 	now := time.Now().UTC().Truncate(time.Second)
 	s := &sandbox{
-		info:         Info{ID: rec.ID, Type: "jupyter", Language: lang.Name, SessionName: rec.SessionName, WorkingDir: rec.WorkingDir, CreatedAt: rec.CreatedAt},
+		info:         Info{ID: rec.ID, Type: "jupyter", Language: lang.Name, SessionName: rec.SessionName, WorkingDir: rec.WorkingDir, CreatedAt: rec.CreatedAt, Network: rec.Network},
 		lang:         lang,
 		env:          rec.Env,
 		token:        rec.Token,

@@ -32,8 +32,13 @@ type Runtime interface {
 	// how it ended. An error means the wait itself failed (the engine went
 	// away, ctx ended): the container may well still run.
 	Wait(ctx context.Context, inst Instance) (exit string, err error)
-	// Remove removes the container and all it made; a container that is
-	// already gone counts as removed.
+	// OpenEgress lets the container reach the public internet through the
+	// daemon's filtering proxy, and returns the environment that points
+	// programs at it. It may be called again for the same container, after
+	// a restart of the daemon.
+	OpenEgress(ctx context.Context, inst Instance) (env map[string]string, err error)
+	// Remove removes the container and all it made, egress included; a
+	// container that is already gone counts as removed.
 	Remove(ctx context.Context, inst Instance) error
 	// List returns the containers this daemon owns, running or not.
 	List(ctx context.Context) ([]Instance, error)

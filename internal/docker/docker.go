@@ -7,10 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -19,6 +23,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/sandboxd/sandboxd/internal/contexts"
+	"github.com/sandboxd/sandboxd/internal/egress"
 )
 
 // Labels every container of ours carries. The sandboxd. prefix is ours.
@@ -52,6 +57,32 @@ func (l Limits) ulimits() []*container.Ulimit {
 	return u
 }
 
+// gvisorThreadsPerProcess is how many host threads gVisor's ptrace
+// platform may use for each process in the sandbox.
+const gvisorThreadsPerProcess = 16
+
+// resources are the container's cgroup limits and ulimits. Under gVisor,
+// which runs the sandbox's processes on host threads of its own, the pids
+// cgroup only bounds the whole sandbox, with room for those threads (at
+// the limit, the sandbox itself would die); the limit on processes is
+// RLIMIT_NPROC, which gVisor's kernel enforces inside. Under runc that
+// rlimit would count the uid's processes in every context together.
+func (r *Runtime) resources() container.Resources {
+	l := r.cfg.Limits
+	pids, ulimits := l.Pids, l.ulimits()
+	if r.cfg.Runtime == "runsc" {
+		pids = l.Pids * gvisorThreadsPerProcess
+		ulimits = append(ulimits, &container.Ulimit{Name: "nproc", Soft: l.Pids, Hard: l.Pids})
+	}
+	return container.Resources{
+		Memory:     l.Memory,
+		MemorySwap: l.Memory, // no swap beyond the limit
+		NanoCPUs:   int64(l.CPUs * 1e9),
+		PidsLimit:  &pids,
+		Ulimits:    ulimits,
+	}
+}
+
 // Config says how containers are made.
 type Config struct {
 	// Owner names this daemon on its containers, so that several daemons can
@@ -62,7 +93,16 @@ type Config struct {
 	// runs in a container, it must be the same path on the host.
 	SocketDir string
 	Network   string // the containers' network mode: none by default
-	Limits    Limits
+	// Runtime is the OCI runtime the engine runs containers with: empty for
+	// the engine's default (runc), runsc for gVisor.
+	Runtime string
+	// Egress serves the contexts that ask for networking; nil refuses them.
+	Egress *egress.Proxy
+	// WorkspaceSize, when positive, gives each context a /workspace of
+	// that many bytes, as an image file in WorkspaceDir (see workspace.go).
+	WorkspaceSize int64
+	WorkspaceDir  string
+	Limits        Limits
 }
 
 // Runtime runs contexts as Docker containers.
@@ -70,6 +110,9 @@ type Runtime struct {
 	cli     *client.Client
 	cfg     Config
 	seccomp string // the containers' seccomp profile, as JSON
+
+	egressMu sync.Mutex
+	egress   map[string]net.Listener // by context id: where its proxy is served
 }
 
 var _ contexts.Runtime = (*Runtime)(nil)
@@ -83,13 +126,42 @@ func New(cfg Config) (*Runtime, error) {
 	return Connect(cfg)
 }
 
-// Close releases the client.
-func (r *Runtime) Close() error { return r.cli.Close() }
+// Close stops serving egress and releases the client.
+func (r *Runtime) Close() error {
+	r.egressMu.Lock()
+	for id, l := range r.egress {
+		l.Close()
+		delete(r.egress, id)
+	}
+	r.egressMu.Unlock()
+	return r.cli.Close()
+}
 
 // Ping checks that the engine answers.
 func (r *Runtime) Ping(ctx context.Context) error {
 	_, err := r.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
 	return translate(err, "ping docker")
+}
+
+// CheckRuntime fails when the engine answers but has no runtime of the
+// configured name, saying how to register gVisor's.
+func (r *Runtime) CheckRuntime(ctx context.Context) error {
+	if r.cfg.Runtime == "" {
+		return nil
+	}
+	res, err := r.cli.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return translate(err, "docker info")
+	}
+	if _, ok := res.Info.Runtimes[r.cfg.Runtime]; ok {
+		return nil
+	}
+	known := slices.Sorted(maps.Keys(res.Info.Runtimes))
+	msg := fmt.Sprintf("the Docker engine has no runtime %q (it has %s)", r.cfg.Runtime, strings.Join(known, ", "))
+	if r.cfg.Runtime == "runsc" {
+		msg += `; register gVisor in /etc/docker/daemon.json as "runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--host-uds=all", "--network=none"]}} and reload the engine (scripts/enable-gvisor.sh does both)`
+	}
+	return errors.New(msg)
 }
 
 // HasImage reports whether the engine has image.
@@ -128,6 +200,19 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 		Labels:    labels,
 	}
 
+	// An anonymous volume: removed with the container.
+	workspaceMount := mount.Mount{Type: mount.TypeVolume, Target: contexts.DefaultWorkingDir}
+	if r.cfg.WorkspaceSize > 0 {
+		ws, err := r.makeWorkspace(ctx, spec.ContextID)
+		if err != nil {
+			os.Remove(dir)
+			return contexts.Instance{}, err
+		}
+		// Once the container started, its mount holds the loop device.
+		defer ws.release()
+		workspaceMount = ws.mount()
+	}
+
 	l := r.cfg.Limits
 	name := "sandboxd-" + spec.ContextID
 	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
@@ -139,22 +224,16 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 		},
 		HostConfig: &container.HostConfig{
 			NetworkMode:    container.NetworkMode(r.cfg.Network),
+			Runtime:        r.cfg.Runtime,
 			ReadonlyRootfs: true,
 			CapDrop:        []string{"ALL"},
 			SecurityOpt:    []string{"no-new-privileges", "seccomp=" + r.seccomp},
 			Tmpfs:          map[string]string{"/tmp": "rw,nosuid,nodev,size=" + strconv.FormatInt(l.TmpSize, 10)},
 			Mounts: []mount.Mount{
 				{Type: mount.TypeBind, Source: dir, Target: socketInContainer},
-				// An anonymous volume: removed with the container.
-				{Type: mount.TypeVolume, Target: contexts.DefaultWorkingDir},
+				workspaceMount,
 			},
-			Resources: container.Resources{
-				Memory:     l.Memory,
-				MemorySwap: l.Memory, // no swap beyond the limit
-				NanoCPUs:   int64(l.CPUs * 1e9),
-				PidsLimit:  &l.Pids,
-				Ulimits:    l.ulimits(),
-			},
+			Resources: r.resources(),
 		},
 	})
 	if err != nil {
@@ -166,6 +245,7 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 			cancel()
 		}
 		os.Remove(dir)
+		r.removeWorkspace(spec.ContextID)
 		if cerrdefs.IsNotFound(err) {
 			return contexts.Instance{}, &contexts.Error{Code: contexts.CodeDockerUnavailable,
 				Message: fmt.Sprintf("the kernel image %s is not in the Docker engine; build it with 'make images'", spec.Image), Err: err}
@@ -201,6 +281,7 @@ func (r *Runtime) Wait(ctx context.Context, inst contexts.Instance) (string, err
 // Remove removes the container, its volume and its socket directory. A
 // container already gone counts as removed.
 func (r *Runtime) Remove(ctx context.Context, inst contexts.Instance) error {
+	r.closeEgress(inst.ContextID)
 	var errs []error
 	if inst.ContainerID != "" {
 		_, err := r.cli.ContainerRemove(ctx, inst.ContainerID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
@@ -212,6 +293,9 @@ func (r *Runtime) Remove(ctx context.Context, inst contexts.Instance) error {
 		if err := os.RemoveAll(dir); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := r.removeWorkspace(inst.ContextID); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -328,5 +412,5 @@ func Connect(cfg Config) (*Runtime, error) {
 	if cfg.Network == "" {
 		cfg.Network = "none"
 	}
-	return &Runtime{cli: cli, cfg: cfg, seccomp: profile}, nil
+	return &Runtime{cli: cli, cfg: cfg, seccomp: profile, egress: map[string]net.Listener{}}, nil
 }

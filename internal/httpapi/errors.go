@@ -26,6 +26,8 @@ var statusByCode = map[string]int{
 	contexts.CodeKernelUnavailable:   http.StatusServiceUnavailable,
 	contexts.CodeInvalidPath:         http.StatusBadRequest,
 	contexts.CodeFileNotFound:        http.StatusNotFound,
+	contexts.CodeEgressDisabled:      http.StatusForbidden,
+	contexts.CodeNoSpace:             http.StatusInsufficientStorage,
 	codeTooLarge:                     http.StatusRequestEntityTooLarge,
 	codeNotFound:                     http.StatusNotFound,
 	codeMethodNotAllowed:             http.StatusMethodNotAllowed,

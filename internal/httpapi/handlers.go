@@ -86,6 +86,7 @@ type createContextRequest struct {
 	SessionName string            `json:"session_name"`
 	WorkingDir  string            `json:"working_dir"`
 	Env         map[string]string `json:"env"`
+	Network     bool              `json:"network"`
 }
 
 type contextResponse struct {
@@ -99,6 +100,7 @@ type contextResponse struct {
 	LastActivity   string `json:"last_activity"`
 	ExecutionCount int    `json:"execution_count"`
 	Restarts       int    `json:"restarts"`
+	Network        bool   `json:"network"`
 }
 
 func newContextResponse(c contexts.Info) contextResponse {
@@ -113,6 +115,7 @@ func newContextResponse(c contexts.Info) contextResponse {
 		LastActivity:   c.LastActivity.UTC().Format(time.RFC3339),
 		ExecutionCount: c.ExecutionCount,
 		Restarts:       c.Restarts,
+		Network:        c.Network,
 	}
 }
 
@@ -129,6 +132,7 @@ func handleCreateContext(log *slog.Logger, svc contextService) http.HandlerFunc 
 			SessionName: req.SessionName,
 			WorkingDir:  req.WorkingDir,
 			Env:         req.Env,
+			Network:     req.Network,
 		})
 		if err != nil {
 			writeError(w, r, log, err)

@@ -107,9 +107,9 @@ func TestCreateContext(t *testing.T) {
 		},
 		{
 			name:    "all fields",
-			body:    `{"type":"jupyter","language":"python","session_name":"my session","working_dir":"/tmp/work"}`,
+			body:    `{"type":"jupyter","language":"python","session_name":"my session","working_dir":"/tmp/work","network":true}`,
 			create:  created,
-			wantReq: &contexts.CreateRequest{Type: "jupyter", Language: "python", SessionName: "my session", WorkingDir: "/tmp/work"},
+			wantReq: &contexts.CreateRequest{Type: "jupyter", Language: "python", SessionName: "my session", WorkingDir: "/tmp/work", Network: true},
 			want:    want{status: http.StatusCreated, contentType: ctJSON, json: sampleInfoJSON},
 		},
 		{
@@ -324,7 +324,8 @@ func TestListContexts(t *testing.T) {
 				"created_at": "2025-01-16T08:00:00Z",
 				"last_activity": "2025-01-16T08:00:00Z",
 				"execution_count": 0,
-				"restarts": 2
+				"restarts": 2,
+				"network": false
 			}]}`},
 		},
 	}

@@ -412,7 +412,8 @@ const sampleInfoJSON = `{
 	"created_at": "2025-01-15T10:30:00Z",
 	"last_activity": "2025-01-15T10:31:12Z",
 	"execution_count": 3,
-	"restarts": 2
+	"restarts": 2,
+	"network": false
 }`
 
 func notFound(string) (contexts.Info, error) {

@@ -31,12 +31,13 @@ type contextOutput struct {
 	CreatedAt      time.Time `json:"created_at"`
 	LastActivity   time.Time `json:"last_activity"`
 	ExecutionCount int       `json:"execution_count"`
+	Network        bool      `json:"network,omitempty"`
 }
 
 func newContextOutput(c client.Context) contextOutput {
 	return contextOutput{
 		ContextID: c.ID, Language: c.Language, SessionName: c.SessionName, WorkingDir: c.WorkingDir,
-		Status: c.Status, CreatedAt: c.CreatedAt, LastActivity: c.LastActivity, ExecutionCount: c.ExecutionCount,
+		Status: c.Status, CreatedAt: c.CreatedAt, LastActivity: c.LastActivity, ExecutionCount: c.ExecutionCount, Network: c.Network,
 	}
 }
 

@@ -37,11 +37,12 @@ type createContextInput struct {
 	Name       string            `json:"name,omitempty" jsonschema:"session name: a label of your choice, shown by list_contexts"`
 	WorkingDir string            `json:"working_dir,omitempty" jsonschema:"working directory of the kernel, an absolute path (default /workspace)"`
 	Env        map[string]string `json:"env,omitempty" jsonschema:"environment variables for the kernel and every process it starts"`
+	Network    bool              `json:"network,omitempty" jsonschema:"true to reach the public internet over HTTP(S), e.g. for pip install; the server must allow it"`
 }
 
 func (t tools) createContext(ctx context.Context, _ *sdk.CallToolRequest, in createContextInput) (*sdk.CallToolResult, any, error) {
 	c, err := t.api.CreateContext(ctx, client.CreateRequest{
-		Language: in.Language, SessionName: in.Name, WorkingDir: in.WorkingDir, Env: in.Env,
+		Language: in.Language, SessionName: in.Name, WorkingDir: in.WorkingDir, Env: in.Env, Network: in.Network,
 	})
 	if err != nil {
 		return errorResult(err), nil, nil

@@ -64,3 +64,21 @@ func SocketDir(tb testing.TB) string {
 	tb.Cleanup(func() { os.RemoveAll(dir) })
 	return filepath.Clean(dir)
 }
+
+// RequireGVisor skips tb unless the Docker engine has gVisor's runtime,
+// runsc, registered (scripts/enable-gvisor.sh does it), or fails it when
+// SANDBOXD_REQUIRE_GVISOR is set, as CI does.
+func RequireGVisor(tb testing.TB) {
+	tb.Helper()
+	RequireDocker(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "info", "--format", "{{json .Runtimes}}").CombinedOutput()
+	if err == nil && bytes.Contains(out, []byte(`"runsc"`)) {
+		return
+	}
+	if os.Getenv("SANDBOXD_REQUIRE_GVISOR") != "" {
+		tb.Fatalf("gVisor is required (SANDBOXD_REQUIRE_GVISOR is set) but the engine has no runsc runtime: %s %v", bytes.TrimSpace(out), err)
+	}
+	tb.Skip("the Docker engine has no runsc runtime; scripts/enable-gvisor.sh registers it")
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// hostAddress returns an address of this host that is not loopback: one
+// that code in a context must not reach through the egress proxy either.
+func hostAddress(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			return n.IP.String()
+		}
+	}
+	t.Fatal("this host has no IPv4 address but loopback")
+	return ""
+}
+
+// hostService serves a secret on addr (host:0), as a service on the
+// daemon's host would, and returns its URL.
+func hostService(t *testing.T, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "host secret")
+	}))
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// fetch is Python that returns the status of a GET through the context's
+// proxy settings, or the reason it failed. It checks no certificate: what
+// is tested is the tunnel, and networks that intercept TLS re-sign it with
+// a CA of their own, which the image does not trust.
+const fetch = `import ssl, urllib.request, urllib.error
+def fetch(url):
+    try:
+        with urllib.request.urlopen(url, timeout=20, context=ssl._create_unverified_context()) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return f"{e.code} {e.read().decode()[:80]}"
+    except Exception as e:
+        return type(e).__name__
+`
+
+// A context created with "network": true reaches the public internet over
+// HTTP and HTTPS through the daemon's proxy, and nothing else: not the
+// host's services, not cloud metadata, not the network directly.
+func TestEgress(t *testing.T) {
+	d := startDaemon(t, "--allow-egress")
+	loopbackURL := hostService(t, "127.0.0.1:0")
+	_, loopbackPort, _ := strings.Cut(strings.TrimPrefix(loopbackURL, "http://"), ":")
+	hostURL := hostService(t, hostAddress(t)+":0")
+
+	var c struct {
+		contextJSON
+		Network bool `json:"network"`
+	}
+	if status := d.call(t, "POST", "/api/v1/contexts", map[string]any{"language": "python", "network": true}, &c); status != http.StatusCreated || !c.Network {
+		t.Fatalf("create with network: status %d, %+v", status, c)
+	}
+	id := c.ContextID
+	d.execute(t, id, fetch, 30)
+
+	for _, tt := range []struct{ name, url, want string }{
+		{"http", "http://deb.debian.org/debian/dists/trixie/Release", "200"},
+		{"https", "https://proxy.golang.org/", "200"},
+		// 127.0.0.1 is in NO_PROXY: it is the container's own loopback.
+		{"loopback", loopbackURL, "URLError"},
+		// Through the proxy, the host's loopback is refused.
+		{"host loopback", "http://[::ffff:127.0.0.1]:" + loopbackPort + "/", "403 sandboxd: egress to "},
+		{"host address", hostURL, "403 sandboxd: egress to "},
+		{"metadata", "http://169.254.169.254/latest/meta-data/", "403 sandboxd: egress to 169.254.169.254"},
+		{"private", "http://10.0.0.1/", "403 sandboxd: egress to 10.0.0.1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := d.execute(t, id, fmt.Sprintf("print(fetch(%q))", tt.url), 60)
+			if !strings.HasPrefix(e.Output.Stdout, tt.want) || strings.Contains(e.Output.Stdout, "host secret") {
+				t.Errorf("GET %s: %q (stderr %q), want %q…", tt.url, e.Output.Stdout, e.Output.Stderr, tt.want)
+			}
+		})
+	}
+	t.Run("no direct connection", func(t *testing.T) {
+		e := d.execute(t, id, "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=3)\nexcept OSError as e:\n    print(type(e).__name__)", 30)
+		if e.Output.Stdout != "OSError\n" {
+			t.Errorf("direct connection: %+v", e)
+		}
+	})
+	t.Run("commands", func(t *testing.T) {
+		var res struct {
+			Stdout   string `json:"stdout"`
+			ExitCode int    `json:"exit_code"`
+		}
+		script := fetch + "print(fetch('http://deb.debian.org/debian/dists/trixie/Release'))"
+		d.call(t, "POST", "/api/v1/contexts/"+id+"/commands", map[string]any{"command": "python3 -c \"$SCRIPT\"", "env": map[string]string{"SCRIPT": script}}, &res)
+		if res.Stdout != "200\n" {
+			t.Errorf("command through the proxy: %+v", res)
+		}
+	})
+	t.Run("bash", func(t *testing.T) {
+		var b contextJSON
+		if status := d.call(t, "POST", "/api/v1/contexts", map[string]any{"language": "bash", "network": true}, &b); status != http.StatusCreated {
+			t.Fatalf("create a bash context: status %d", status)
+		}
+		e := d.execute(t, b.ContextID, "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://deb.debian.org/debian/\", timeout=20).status)'", 60)
+		if e.Output.Stdout != "200\n" {
+			t.Errorf("bash context through the proxy: %+v", e)
+		}
+		d.call(t, "DELETE", "/api/v1/contexts/"+b.ContextID, nil, nil)
+	})
+
+	// A context that did not ask has no way out, proxy or not.
+	plain := d.create(t)
+	e := d.execute(t, plain, fetch+"import os\nprint(os.environ.get('HTTP_PROXY'), fetch('http://deb.debian.org/'), fetch('http://127.0.0.1:3128/'))", 60)
+	if e.Output.Stdout != "None URLError URLError\n" {
+		t.Errorf("context without network: %+v", e)
+	}
+
+	// Deleting the context takes its proxy away.
+	sock := filepath.Join(d.socketDir, id, "egress.sock")
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("egress socket: %v", err)
+	}
+	d.call(t, "DELETE", "/api/v1/contexts/"+id, nil, nil)
+	if _, err := net.Dial("unix", sock); err == nil {
+		t.Error("the egress socket still answers after the context is gone")
+	}
+}
+
+// A daemon not started with --allow-egress refuses contexts that ask for
+// networking, with a code a client can act on.
+func TestEgressDisabled(t *testing.T) {
+	d := startDaemon(t, "--pool", "python=0")
+	var e errorJSON
+	if status := d.call(t, "POST", "/api/v1/contexts", map[string]any{"network": true}, &e); status != http.StatusForbidden || e.Code != "EGRESS_DISABLED" {
+		t.Errorf("create with network: %d %+v", status, e)
+	}
+}

@@ -1,0 +1,155 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/sandboxd/sandboxd/internal/contexts"
+)
+
+// The proxy a context with networking sees: a forwarder inside its
+// container listens here and passes each connection on, through the socket
+// directory, to the daemon's egress proxy. The container itself keeps no
+// network, so nothing but what the proxy allows gets out.
+const (
+	egressSocket  = "egress.sock"
+	egressReady   = "egress.ready" // made by the forwarder once it listens
+	egressAddress = "127.0.0.1:3128"
+)
+
+// egressForwarder runs inside the container, as its user. Every kernel
+// image has Python, since the Jupyter server is written in it.
+const egressForwarder = `
+import asyncio
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except OSError:
+        pass
+
+async def forward(client_reader, client_writer):
+    try:
+        reader, writer = await asyncio.open_unix_connection("` + socketInContainer + "/" + egressSocket + `")
+    except OSError:
+        client_writer.close()
+        return
+    await asyncio.gather(pipe(client_reader, writer), pipe(reader, client_writer))
+    writer.close()
+    client_writer.close()
+
+async def main():
+    server = await asyncio.start_server(forward, "127.0.0.1", 3128)
+    open("` + socketInContainer + "/" + egressReady + `", "w").close()
+    await server.serve_forever()
+
+asyncio.run(main())
+`
+
+// egressEnv points programs at the forwarder. Both spellings, since tools
+// differ in which one they read.
+func egressEnv() map[string]string {
+	proxy := "http://" + egressAddress
+	return map[string]string{
+		"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
+		"NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1",
+	}
+}
+
+// OpenEgress serves the daemon's egress proxy on a socket in the context's
+// socket directory and starts the forwarder in its container.
+func (r *Runtime) OpenEgress(ctx context.Context, inst contexts.Instance) (map[string]string, error) {
+	if r.cfg.Egress == nil {
+		return nil, contexts.Errorf(contexts.CodeEgressDisabled, "this daemon gives contexts no network; start it with --allow-egress")
+	}
+	dir := inst.Labels[labelSocketDir]
+	if dir == "" || filepath.Dir(dir) != filepath.Clean(r.cfg.SocketDir) {
+		return nil, fmt.Errorf("egress for %s: no socket directory", inst.ContextID)
+	}
+	path := filepath.Join(dir, egressSocket)
+
+	r.egressMu.Lock()
+	if old := r.egress[inst.ContextID]; old != nil {
+		old.Close()
+	}
+	// A socket left by a previous run of the daemon would make Listen fail.
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err == nil {
+		// The container's user connects to it.
+		err = os.Chmod(path, 0o666)
+	}
+	if err != nil {
+		r.egressMu.Unlock()
+		if l != nil {
+			l.Close()
+		}
+		return nil, fmt.Errorf("egress socket: %w", err)
+	}
+	r.egress[inst.ContextID] = l
+	r.egressMu.Unlock()
+	go func() {
+		if err := r.cfg.Egress.Serve(l, inst.ContextID); err != nil && !errors.Is(err, net.ErrClosed) {
+			slog.Warn("egress proxy stopped", "context_id", inst.ContextID, "error", err)
+		}
+	}()
+
+	if err := r.startForwarder(ctx, inst, filepath.Join(dir, egressReady)); err != nil {
+		r.closeEgress(inst.ContextID)
+		return nil, err
+	}
+	return egressEnv(), nil
+}
+
+// startForwarder starts the forwarder in inst's container, unless one runs
+// already (after a restart of the daemon), and waits until it listens, so
+// that the context's first code finds it.
+func (r *Runtime) startForwarder(ctx context.Context, inst contexts.Instance, ready string) error {
+	if _, err := os.Stat(ready); err == nil {
+		return nil
+	}
+	created, err := r.cli.ExecCreate(ctx, inst.ContainerID, client.ExecCreateOptions{
+		Cmd: []string{"python3", "-c", egressForwarder},
+	})
+	if err == nil {
+		_, err = r.cli.ExecStart(ctx, created.ID, client.ExecStartOptions{Detach: true})
+	}
+	if err != nil {
+		return translate(err, "start the egress forwarder in "+inst.ContainerID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			return nil
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("the egress forwarder in %s did not start: %w", inst.ContainerID, ctx.Err())
+		}
+	}
+}
+
+// closeEgress stops serving a context's egress proxy, which cuts its open
+// connections.
+func (r *Runtime) closeEgress(contextID string) {
+	r.egressMu.Lock()
+	defer r.egressMu.Unlock()
+	if l := r.egress[contextID]; l != nil {
+		l.Close()
+		delete(r.egress, contextID)
+	}
+}

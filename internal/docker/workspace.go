@@ -1,0 +1,193 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/moby/moby/api/types/mount"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/internal/contexts"
+)
+
+// A sized /workspace. No storage driver here bounds a volume (neither
+// fuse-overlayfs nor overlay2 on ext4 takes --storage-opt size, which
+// would not apply to a volume anyway), so with Config.WorkspaceSize set
+// each context's /workspace is a file system of its own: a sparse file of
+// that size, formatted ext4 and attached to a loop device, which the engine
+// mounts as the container's volume. A full one answers ENOSPC inside the
+// context; the host's disk never fills.
+//
+// The loop device clears itself once the engine unmounts the volume (when
+// the container is removed); Remove then deletes the file. This needs the
+// daemon to run as root on the engine's host, with loop devices and
+// mkfs.ext4 and debugfs (Debian's e2fsprogs).
+
+// workspace is a context's file system image while its container starts.
+type workspace struct {
+	image string
+	loop  *os.File // open until the engine has mounted it: closing an unmounted autoclear device detaches it
+}
+
+// CheckWorkspaces fails when sized workspaces are configured but cannot be
+// made here, saying what is missing.
+func (r *Runtime) CheckWorkspaces() error {
+	if r.cfg.WorkspaceSize <= 0 {
+		return nil
+	}
+	for _, tool := range []string{"mkfs.ext4", "debugfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("--workspace-size needs %s (Debian's e2fsprogs): %w", tool, err)
+		}
+	}
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("--workspace-size needs loop devices, and sandboxd running as root on the Docker engine's host: %w", err)
+	}
+	ctl.Close()
+	return os.MkdirAll(r.cfg.WorkspaceDir, 0o700)
+}
+
+// makeWorkspace makes and attaches the image of context id's /workspace.
+func (r *Runtime) makeWorkspace(ctx context.Context, id string) (*workspace, error) {
+	image := r.workspaceImage(id)
+	f, err := os.OpenFile(image, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("workspace image: %w", err)
+	}
+	err = f.Truncate(r.cfg.WorkspaceSize)
+	f.Close()
+	if err == nil {
+		// No journal: the file system lives as long as its container, and a
+		// crash loses nothing anyone keeps. lost+found would show in every
+		// listing of /workspace.
+		err = run(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
+			"-E", "root_owner="+contexts.ContextUser, image)
+	}
+	if err == nil {
+		err = run(ctx, "debugfs", "-w", "-R", "rmdir lost+found", image)
+	}
+	var loop *os.File
+	if err == nil {
+		loop, err = attachLoop(image)
+	}
+	if err != nil {
+		os.Remove(image)
+		return nil, fmt.Errorf("workspace of %s: %w", id, err)
+	}
+	return &workspace{image: image, loop: loop}, nil
+}
+
+// mount is the container's /workspace: a volume of the loop device,
+// removed with the container.
+func (w *workspace) mount() mount.Mount {
+	return mount.Mount{
+		Type:   mount.TypeVolume,
+		Target: contexts.DefaultWorkingDir,
+		VolumeOptions: &mount.VolumeOptions{DriverConfig: &mount.Driver{
+			Name:    "local",
+			Options: map[string]string{"type": "ext4", "device": w.loop.Name(), "o": "nosuid,nodev"},
+		}},
+	}
+}
+
+// release lets the loop device go once nothing uses it; the image stays
+// until removeWorkspace.
+func (w *workspace) release() {
+	if w != nil {
+		w.loop.Close()
+	}
+}
+
+func (r *Runtime) workspaceImage(id string) string {
+	return filepath.Join(r.cfg.WorkspaceDir, id+".img")
+}
+
+// removeWorkspace deletes context id's image, if it has one. Its loop
+// device has cleared itself when the container's volume was unmounted.
+func (r *Runtime) removeWorkspace(id string) error {
+	if r.cfg.WorkspaceSize <= 0 || id == "" {
+		return nil
+	}
+	if err := os.Remove(r.workspaceImage(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// PruneWorkspaces deletes the images of contexts that have no container:
+// those a previous run left when its containers were removed behind its
+// back.
+func (r *Runtime) PruneWorkspaces(ctx context.Context) error {
+	if r.cfg.WorkspaceSize <= 0 {
+		return nil
+	}
+	insts, err := r.List(ctx)
+	if err != nil {
+		return err
+	}
+	live := map[string]bool{}
+	for _, inst := range insts {
+		live[inst.ContextID] = true
+	}
+	images, _ := filepath.Glob(filepath.Join(r.cfg.WorkspaceDir, "ctx-*.img"))
+	var errs []error
+	for _, image := range images {
+		if id := strings.TrimSuffix(filepath.Base(image), ".img"); !live[id] {
+			errs = append(errs, os.Remove(image))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// attachLoop attaches image to a free loop device that detaches itself
+// when last closed and unmounted, and returns the device, open.
+func attachLoop(image string) (*os.File, error) {
+	backing, err := os.OpenFile(image, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer backing.Close()
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer ctl.Close()
+	// Another process may take the free device first: then ask again.
+	for range 10 {
+		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return nil, fmt.Errorf("find a free loop device: %w", err)
+		}
+		loop, err := os.OpenFile("/dev/loop"+strconv.Itoa(n), os.O_RDWR, 0)
+		if err != nil {
+			return nil, err
+		}
+		err = unix.IoctlLoopConfigure(int(loop.Fd()), &unix.LoopConfig{
+			Fd:   uint32(backing.Fd()),
+			Info: unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR},
+		})
+		if err == nil {
+			return loop, nil
+		}
+		loop.Close()
+		if !errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("attach %s: %w", loop.Name(), err)
+		}
+	}
+	return nil, errors.New("no free loop device")
+}
+
+func run(ctx context.Context, name string, args ...string) error {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
