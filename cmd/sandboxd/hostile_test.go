@@ -45,6 +45,8 @@ var hostileAttempts = []struct {
 	{"raw socket", "import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\nexcept OSError as e:\n    print(e.errno)", "1\n"},
 	{"network", "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=3)\nexcept OSError as e:\n    print(type(e).__name__)", "OSError\n"},
 	{"ptrace", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.ptrace(16, 1, 0, 0), ctypes.get_errno())", "-1 1\n"},
+	// A link in its place would lead the daemon to a socket of the host's.
+	{"replace the server's socket", "import os\ntry:\n    os.rename('/run/sandboxd/jupyter.sock', '/run/sandboxd/moved')\nexcept OSError as e:\n    print(e.errno)", "13\n"},
 	{"host environ", "print(open('/proc/1/environ').read().count('SANDBOXD'))", "0\n"},
 	{"connect to the host", "import socket\ntry:\n    socket.create_connection(('172.17.0.1', 2375), timeout=3)\nexcept OSError as e:\n    print(type(e).__name__)", "OSError\n"},
 	{"fill /tmp", "import errno\ntry:\n    with open('/tmp/fill', 'wb') as f:\n        for _ in range(1024):\n            f.write(b'x' * (1 << 20))\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\nimport os; os.remove('/tmp/fill')", "ENOSPC\n"},

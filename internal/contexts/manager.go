@@ -495,6 +495,9 @@ func (m *Manager) boot(ctx context.Context, lang Language) (*sandbox, error) {
 	if err == nil {
 		s.kernel, err = kernel.Start(ctx, server, lang.KernelName, m.kernelOptions(s))
 	}
+	if err == nil {
+		err = m.rt.Seal(inst)
+	}
 	if err != nil {
 		if s.kernel == nil {
 			server.Close()

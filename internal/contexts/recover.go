@@ -109,6 +109,9 @@ func (m *Manager) adopt(ctx context.Context, inst Instance) error {
 	if !ok || rec.Language == "" {
 		return fmt.Errorf("language %q is not served", rec.Language)
 	}
+	if err := m.rt.Seal(inst); err != nil {
+		return err
+	}
 	if rec.Network {
 		// The proxy is the daemon's: the one the previous run served is gone.
 		if _, err := m.rt.OpenEgress(ctx, inst); err != nil {

@@ -32,6 +32,11 @@ type Runtime interface {
 	// how it ended. An error means the wait itself failed (the engine went
 	// away, ctx ended): the container may well still run.
 	Wait(ctx context.Context, inst Instance) (exit string, err error)
+	// Seal keeps the container from changing what the daemon connects to
+	// from now on: its server's socket is made, and code that replaced it
+	// (with a link to a socket of the host's, say) would lead the daemon
+	// there.
+	Seal(inst Instance) error
 	// OpenEgress lets the container reach the public internet through the
 	// daemon's filtering proxy, and returns the environment that points
 	// programs at it. It may be called again for the same container, after

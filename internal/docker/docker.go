@@ -260,6 +260,16 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 	return inst, nil
 }
 
+// Seal makes the socket directory read-only to the container: the server
+// made its socket there, and nothing of the container's may replace it.
+func (r *Runtime) Seal(inst contexts.Instance) error {
+	dir := inst.Labels[labelSocketDir]
+	if dir == "" || filepath.Dir(dir) != filepath.Clean(r.cfg.SocketDir) {
+		return fmt.Errorf("seal %s: no socket directory", inst.ContextID)
+	}
+	return os.Chmod(dir, 0o755)
+}
+
 // Wait blocks until the container is no longer running and says how it
 // ended, or fails when the engine cannot be asked.
 func (r *Runtime) Wait(ctx context.Context, inst contexts.Instance) (string, error) {

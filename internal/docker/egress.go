@@ -21,12 +21,15 @@ import (
 // network, so nothing but what the proxy allows gets out.
 const (
 	egressSocket  = "egress.sock"
-	egressReady   = "egress.ready" // made by the forwarder once it listens
 	egressAddress = "127.0.0.1:3128"
 )
 
 // egressForwarder runs inside the container, as its user. Every kernel
-// image has Python, since the Jupyter server is written in it.
+// image has Python, since the Jupyter server is written in it. Once it
+// listens, or finds a forwarder listening already (started before a
+// restart of the daemon), it connects to the socket once and closes: that
+// tells the daemon it is ready, since it can write nothing in the sealed
+// socket directory.
 const egressForwarder = `
 import asyncio
 
@@ -51,9 +54,14 @@ async def forward(client_reader, client_writer):
     client_writer.close()
 
 async def main():
-    server = await asyncio.start_server(forward, "127.0.0.1", 3128)
-    open("` + socketInContainer + "/" + egressReady + `", "w").close()
-    await server.serve_forever()
+    try:
+        server = await asyncio.start_server(forward, "127.0.0.1", 3128)
+    except OSError:
+        server = None
+    _, ready = await asyncio.open_unix_connection("` + socketInContainer + "/" + egressSocket + `")
+    ready.close()
+    if server:
+        await server.serve_forever()
 
 asyncio.run(main())
 `
@@ -100,26 +108,23 @@ func (r *Runtime) OpenEgress(ctx context.Context, inst contexts.Instance) (map[s
 	}
 	r.egress[inst.ContextID] = l
 	r.egressMu.Unlock()
+
+	if err := r.startForwarder(ctx, inst, l.(*net.UnixListener)); err != nil {
+		r.closeEgress(inst.ContextID)
+		return nil, err
+	}
 	go func() {
 		if err := r.cfg.Egress.Serve(l, inst.ContextID); err != nil && !errors.Is(err, net.ErrClosed) {
 			slog.Warn("egress proxy stopped", "context_id", inst.ContextID, "error", err)
 		}
 	}()
-
-	if err := r.startForwarder(ctx, inst, filepath.Join(dir, egressReady)); err != nil {
-		r.closeEgress(inst.ContextID)
-		return nil, err
-	}
 	return egressEnv(), nil
 }
 
-// startForwarder starts the forwarder in inst's container, unless one runs
-// already (after a restart of the daemon), and waits until it listens, so
-// that the context's first code finds it.
-func (r *Runtime) startForwarder(ctx context.Context, inst contexts.Instance, ready string) error {
-	if _, err := os.Stat(ready); err == nil {
-		return nil
-	}
+// startForwarder starts the forwarder in inst's container and waits until
+// it says, by connecting to l, that it listens: the context's first code
+// must find it.
+func (r *Runtime) startForwarder(ctx context.Context, inst contexts.Instance, l *net.UnixListener) error {
 	created, err := r.cli.ExecCreate(ctx, inst.ContainerID, client.ExecCreateOptions{
 		Cmd: []string{"python3", "-c", egressForwarder},
 	})
@@ -129,18 +134,17 @@ func (r *Runtime) startForwarder(ctx context.Context, inst contexts.Instance, re
 	if err != nil {
 		return translate(err, "start the egress forwarder in "+inst.ContainerID)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for {
-		if _, err := os.Stat(ready); err == nil {
-			return nil
-		}
-		select {
-		case <-time.After(10 * time.Millisecond):
-		case <-ctx.Done():
-			return fmt.Errorf("the egress forwarder in %s did not start: %w", inst.ContainerID, ctx.Err())
-		}
+	deadline := time.Now().Add(30 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
+	l.SetDeadline(deadline)
+	c, err := l.Accept()
+	if err != nil {
+		return fmt.Errorf("the egress forwarder in %s did not start: %w", inst.ContainerID, err)
+	}
+	c.Close()
+	return l.SetDeadline(time.Time{})
 }
 
 // closeEgress stops serving a context's egress proxy, which cuts its open
