@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sandboxd/sandboxd/internal/docker"
 )
 
 // Code in a context cannot do what a sandbox must forbid; each attempt
@@ -103,7 +105,7 @@ func TestWorkspaceSize(t *testing.T) {
 	if e.Output.Stdout != "[] True\n" {
 		t.Errorf("a new /workspace: %+v", e)
 	}
-	image := filepath.Join(dir, id+".img")
+	image := filepath.Join(dir, d.owner, id+".img")
 	if _, err := os.Stat(image); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +129,18 @@ func TestWorkspaceSize(t *testing.T) {
 	}
 	if loops := loopDevicesOf(t, dir); len(loops) != 0 {
 		t.Errorf("loop devices left on %s: %v", dir, loops)
+	}
+}
+
+// By default a context's /workspace is 10 GiB where sized workspaces can be
+// made (root, loop devices, e2fsprogs), and unbounded elsewhere.
+func TestWorkspaceSizeAuto(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, "--workspace-dir", dir, "--pool", "python=0")
+	e := d.execute(t, d.create(t), "import shutil\nprint(shutil.disk_usage('/workspace').total >> 30)", 30)
+	sized := docker.CheckWorkspaces(dir) == nil
+	if got := e.Output.Stdout; sized && got != "9\n" && got != "10\n" || !sized && (got == "9\n" || got == "10\n") {
+		t.Errorf("the default /workspace is %q GiB (sized workspaces possible here: %v)", got, sized)
 	}
 }
 

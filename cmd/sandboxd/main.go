@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -58,7 +59,7 @@ type config struct {
 	NoFile         int64
 	MaxFileSize    byteSize
 	TmpSize        byteSize
-	WorkspaceSize  byteSize
+	WorkspaceSize  workspaceSize
 	WorkspaceDir   string
 	DefaultTimeout time.Duration
 	MaxTimeout     time.Duration
@@ -95,6 +96,32 @@ func (b *byteSize) Set(s string) error {
 	return nil
 }
 
+// workspaceSize is the --workspace-size flag: a size, 0, or auto (-1).
+type workspaceSize int64
+
+// autoWorkspaceSize is the size of auto where sized workspaces can be made.
+const autoWorkspaceSize = 10 << 30
+
+func (w *workspaceSize) String() string {
+	if *w < 0 {
+		return "auto"
+	}
+	return units.BytesSize(float64(*w))
+}
+
+func (w *workspaceSize) Set(s string) error {
+	if s == "auto" {
+		*w = -1
+		return nil
+	}
+	n, err := units.RAMInBytes(s)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is neither a size nor auto", s)
+	}
+	*w = workspaceSize(n)
+	return nil
+}
+
 // poolSizes is a flag value such as python=2,r=1: how many ready kernels
 // to keep per language.
 type poolSizes map[string]int
@@ -127,7 +154,7 @@ func (p *poolSizes) Set(s string) error {
 // parseConfig reads flags, then fills every flag not given from its
 // environment variable: --max-timeout from SANDBOXD_MAX_TIMEOUT, and so on.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{Memory: 1 << 30, TmpSize: 256 << 20, MaxFileSize: 1 << 30, MaxOutput: 10 << 20, MaxBody: 10 << 20, Pool: poolSizes{"python": 2}}
+	c := config{WorkspaceSize: -1, Memory: 1 << 30, TmpSize: 256 << 20, MaxFileSize: 1 << 30, MaxOutput: 10 << 20, MaxBody: 10 << 20, Pool: poolSizes{"python": 2}}
 	fs := flag.NewFlagSet("sandboxd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address to serve HTTP on")
@@ -145,8 +172,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Int64Var(&c.NoFile, "nofile", 4096, "open file limit of a context")
 	fs.Var(&c.MaxFileSize, "max-file-size", "largest file a context may write")
 	fs.Var(&c.TmpSize, "tmp-size", "size of a context's /tmp (counts against its memory)")
-	fs.Var(&c.WorkspaceSize, "workspace-size", "size of a context's /workspace, as a file system of its own; 0 leaves it unbounded. Needs root on the engine's host, loop devices and e2fsprogs")
-	fs.StringVar(&c.WorkspaceDir, "workspace-dir", "/var/lib/sandboxd/workspaces", "where the file system images of --workspace-size live")
+	fs.Var(&c.WorkspaceSize, "workspace-size", "size of a context's /workspace, as a file system of its own (needs root on the engine's host, loop devices and e2fsprogs); auto is 10g where that can be done and unbounded elsewhere; 0 is unbounded")
+	fs.StringVar(&c.WorkspaceDir, "workspace-dir", "/var/lib/sandboxd/workspaces", "where the file system images of --workspace-size live, in a folder per --name")
 	fs.DurationVar(&c.DefaultTimeout, "default-timeout", 30*time.Second, "execution timeout when a request gives none")
 	fs.DurationVar(&c.MaxTimeout, "max-timeout", time.Hour, "largest execution timeout a request may ask for")
 	fs.DurationVar(&c.CreateTimeout, "create-timeout", 2*time.Minute, "limit on making a context, up to a ready kernel")
@@ -275,6 +302,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log = slog.New(slog.NewTextHandler(stderr, opts))
 	}
 
+	// Images are kept per daemon name, so that each prunes only its own.
+	workspaceDir := filepath.Join(cfg.WorkspaceDir, cfg.Name)
+	workspaceBytes := int64(cfg.WorkspaceSize)
+	if workspaceBytes != 0 {
+		if err := docker.CheckWorkspaces(workspaceDir); err == nil {
+			if workspaceBytes < 0 {
+				workspaceBytes = autoWorkspaceSize
+			}
+		} else if workspaceBytes > 0 {
+			return err
+		} else {
+			log.Warn("contexts' /workspace is unbounded: sized workspaces cannot be made here", "reason", err)
+			workspaceBytes = 0
+		}
+	}
 	var egressProxy *egress.Proxy
 	if cfg.AllowEgress {
 		egressProxy = &egress.Proxy{Logger: log}
@@ -285,8 +327,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Network:       cfg.Network,
 		Runtime:       cfg.Runtime,
 		Egress:        egressProxy,
-		WorkspaceSize: int64(cfg.WorkspaceSize),
-		WorkspaceDir:  cfg.WorkspaceDir,
+		WorkspaceSize: workspaceBytes,
+		WorkspaceDir:  workspaceDir,
 		Limits: docker.Limits{
 			Memory:   int64(cfg.Memory),
 			CPUs:     cfg.CPUs,
@@ -300,9 +342,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer rt.Close()
-	if err := rt.CheckWorkspaces(); err != nil {
-		return err
-	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = rt.CheckRuntime(cctx)
 	cancel()

@@ -59,7 +59,7 @@ func TestRestartKeepsContexts(t *testing.T) {
 	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1 200\n" {
 		t.Errorf("after a crash: %+v", e)
 	}
-	if _, err := os.Stat(filepath.Join(workspaces, gone+".img")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(workspaces, owner, gone+".img")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the workspace of the removed context: %v", err)
 	}
 	var e errorJSON
