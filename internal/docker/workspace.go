@@ -36,29 +36,47 @@ type workspace struct {
 }
 
 // CheckWorkspaces says what is missing to make sized workspaces here, with
-// their images in dir, or returns nil when nothing is.
+// their images in dir, or returns nil when nothing is. It makes and
+// attaches a small one, as a context's would be.
 func CheckWorkspaces(dir string) error {
 	for _, tool := range []string{"mkfs.ext4", "debugfs"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("--workspace-size needs %s (Debian's e2fsprogs): %w", tool, err)
 		}
 	}
-	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	image := filepath.Join(dir, "check.img")
+	os.Remove(image) // left by a check that was cut short
+	defer os.Remove(image)
+	loop, err := makeImage(context.Background(), image, 8<<20)
 	if err != nil {
 		return fmt.Errorf("--workspace-size needs loop devices, and sandboxd running as root on the Docker engine's host: %w", err)
 	}
-	ctl.Close()
-	return os.MkdirAll(dir, 0o700)
+	loop.Close()
+	return nil
 }
 
 // makeWorkspace makes and attaches the image of context id's /workspace.
 func (r *Runtime) makeWorkspace(ctx context.Context, id string) (*workspace, error) {
 	image := r.workspaceImage(id)
+	loop, err := makeImage(ctx, image, r.cfg.WorkspaceSize)
+	if err != nil {
+		return nil, fmt.Errorf("workspace of %s: %w", id, err)
+	}
+	return &workspace{image: image, loop: loop}, nil
+}
+
+// makeImage makes an empty file system of size bytes at image, owned by
+// the contexts' user, and returns the loop device it is attached to, open.
+// On failure it leaves no image behind.
+func makeImage(ctx context.Context, image string, size int64) (*os.File, error) {
 	f, err := os.OpenFile(image, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("workspace image: %w", err)
+		return nil, err
 	}
-	err = f.Truncate(r.cfg.WorkspaceSize)
+	err = f.Truncate(size)
 	f.Close()
 	if err == nil {
 		// No journal: the file system lives as long as its container, and a
@@ -76,9 +94,9 @@ func (r *Runtime) makeWorkspace(ctx context.Context, id string) (*workspace, err
 	}
 	if err != nil {
 		os.Remove(image)
-		return nil, fmt.Errorf("workspace of %s: %w", id, err)
+		return nil, err
 	}
-	return &workspace{image: image, loop: loop}, nil
+	return loop, nil
 }
 
 // mount is the container's /workspace: a volume of the loop device,
