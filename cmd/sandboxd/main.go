@@ -306,13 +306,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	workspaceDir := filepath.Join(cfg.WorkspaceDir, cfg.Name)
 	workspaceBytes := int64(cfg.WorkspaceSize)
 	if workspaceBytes != 0 {
-		if err := docker.CheckWorkspaces(workspaceDir); err == nil {
-			if workspaceBytes < 0 {
-				workspaceBytes = autoWorkspaceSize
-			}
-		} else if workspaceBytes > 0 {
+		err := docker.CheckWorkspaces(workspaceDir)
+		switch {
+		case err == nil && workspaceBytes < 0:
+			workspaceBytes = autoWorkspaceSize
+		case err != nil && workspaceBytes > 0:
 			return err
-		} else {
+		case err != nil:
 			log.Warn("contexts' /workspace is unbounded: sized workspaces cannot be made here", "reason", err)
 			workspaceBytes = 0
 		}

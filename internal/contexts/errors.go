@@ -28,6 +28,9 @@ const (
 	CodeEgressDisabled = "EGRESS_DISABLED"
 )
 
+// ErrEgressDisabled refuses networking on a daemon that does not allow it.
+var ErrEgressDisabled = &Error{Code: CodeEgressDisabled, Message: "this daemon gives contexts no network; start it with --allow-egress"}
+
 // Error is an error with a stable code and a message fit to show a client.
 type Error struct {
 	Code    string

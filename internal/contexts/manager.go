@@ -381,7 +381,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		return Info{}, err
 	}
 	if req.Network && !m.cfg.AllowEgress {
-		return Info{}, Errorf(CodeEgressDisabled, "this daemon gives contexts no network; start it with --allow-egress")
+		return Info{}, ErrEgressDisabled
 	}
 	if err := m.reserve(ctx); err != nil {
 		m.metrics.creates.WithLabelValues("error").Inc()

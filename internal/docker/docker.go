@@ -260,11 +260,18 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 	return inst, nil
 }
 
+// socketDir returns inst's socket directory, as its label names it, if it
+// is one of this daemon's: a label is never trusted to name another path.
+func (r *Runtime) socketDir(inst contexts.Instance) (string, bool) {
+	dir := inst.Labels[labelSocketDir]
+	return dir, dir != "" && filepath.Dir(dir) == filepath.Clean(r.cfg.SocketDir)
+}
+
 // Seal makes the socket directory read-only to the container: the server
 // made its socket there, and nothing of the container's may replace it.
 func (r *Runtime) Seal(inst contexts.Instance) error {
-	dir := inst.Labels[labelSocketDir]
-	if dir == "" || filepath.Dir(dir) != filepath.Clean(r.cfg.SocketDir) {
+	dir, ok := r.socketDir(inst)
+	if !ok {
 		return fmt.Errorf("seal %s: no socket directory", inst.ContextID)
 	}
 	return os.Chmod(dir, 0o755)
@@ -299,7 +306,7 @@ func (r *Runtime) Remove(ctx context.Context, inst contexts.Instance) error {
 			errs = append(errs, translate(err, "remove container "+inst.ContainerID))
 		}
 	}
-	if dir := inst.Labels[labelSocketDir]; dir != "" && filepath.Dir(dir) == filepath.Clean(r.cfg.SocketDir) {
+	if dir, ok := r.socketDir(inst); ok {
 		if err := os.RemoveAll(dir); err != nil {
 			errs = append(errs, err)
 		}

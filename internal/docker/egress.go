@@ -80,10 +80,10 @@ func egressEnv() map[string]string {
 // socket directory and starts the forwarder in its container.
 func (r *Runtime) OpenEgress(ctx context.Context, inst contexts.Instance) (map[string]string, error) {
 	if r.cfg.Egress == nil {
-		return nil, contexts.Errorf(contexts.CodeEgressDisabled, "this daemon gives contexts no network; start it with --allow-egress")
+		return nil, contexts.ErrEgressDisabled
 	}
-	dir := inst.Labels[labelSocketDir]
-	if dir == "" || filepath.Dir(dir) != filepath.Clean(r.cfg.SocketDir) {
+	dir, ok := r.socketDir(inst)
+	if !ok {
 		return nil, fmt.Errorf("egress for %s: no socket directory", inst.ContextID)
 	}
 	path := filepath.Join(dir, egressSocket)

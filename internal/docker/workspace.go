@@ -82,11 +82,11 @@ func makeImage(ctx context.Context, image string, size int64) (*os.File, error) 
 		// No journal: the file system lives as long as its container, and a
 		// crash loses nothing anyone keeps. lost+found would show in every
 		// listing of /workspace.
-		err = run(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
+		err = runTool(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
 			"-E", "root_owner="+contexts.ContextUser, image)
 	}
 	if err == nil {
-		err = run(ctx, "debugfs", "-w", "-R", "rmdir lost+found", image)
+		err = runTool(ctx, "debugfs", "-w", "-R", "rmdir lost+found", image)
 	}
 	var loop *os.File
 	if err == nil {
@@ -201,7 +201,8 @@ func attachLoop(image string) (*os.File, error) {
 	return nil, errors.New("no free loop device")
 }
 
-func run(ctx context.Context, name string, args ...string) error {
+// runTool runs a program of e2fsprogs, its output kept for the error.
+func runTool(ctx context.Context, name string, args ...string) error {
 	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(string(out)))
