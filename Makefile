@@ -2,7 +2,7 @@
 # against real containers.
 GO ?= go
 
-.PHONY: build images up down test test-soak fuzz unit lint bench clean
+.PHONY: build images browser up down test test-soak fuzz unit lint bench clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/sandboxd ./cmd/sandboxd
@@ -18,9 +18,13 @@ up: images
 down:
 	docker-compose down
 
-# The README's test command; CI runs it. Tests that need Docker fail, not skip,
-# when it is missing.
-test: images
+# The tests that a browser is the user of drive Debian's chromium.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The README's test command; CI runs it. Tests that need Docker (or a
+# browser) fail, not skip, when it is missing.
+test: images browser
 	SANDBOXD_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -timeout 30m ./...
 
 # 1,000 create/execute/delete cycles instead of make test's 40; about half

@@ -54,6 +54,15 @@ func TestAgentRunRoutes(t *testing.T) {
 	if e.ContextID != c.ID || e.summary() != "stdout:1\n | endOfExecution:ok" {
 		t.Errorf("by sandbox id: %s %q", e.ContextID, e.summary())
 	}
+	// A request refused for its timeout makes no context it would leave
+	// behind.
+	var bad errorJSON
+	if status := d.call(t, "POST", "/sandboxes/sb1/contexts/execute", map[string]any{"code": "1", "language": "python", "timeout": 1e6}, &bad); status != http.StatusBadRequest || bad.Code != "INVALID_REQUEST" {
+		t.Errorf("execute with too long a timeout: %d %+v", status, bad)
+	}
+	if list := d.list(t); len(list) != 1 {
+		t.Errorf("after a refused execute, contexts %+v, want only %s", list, c.ID)
+	}
 	// Neither names one: a new context.
 	e = execute("/sandboxes/sb1/contexts/execute", map[string]any{"code": "print('x' in globals())", "language": "python"})
 	if e.ContextID == "" || e.ContextID == c.ID || e.summary() != "stdout:False\n | endOfExecution:ok" {

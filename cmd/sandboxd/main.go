@@ -30,6 +30,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/egress"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
+	"github.com/sandboxd/sandboxd/internal/mcp"
 )
 
 func main() {
@@ -79,6 +80,7 @@ type config struct {
 	Insecure       bool
 	KeepContexts   bool
 	IdleTTL        time.Duration
+	MCPSessions    mcp.SessionLimits
 	LogFormat      string
 	LogLevel       slog.Level
 }
@@ -191,6 +193,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.BasicAuth, "basic-auth", "", "require HTTP Basic credentials user:password (or an API key)")
 	fs.StringVar(&c.AllowedHosts, "allowed-hosts", "", "Host header names accepted besides localhost when no auth is set, comma-separated; * for any")
 	fs.DurationVar(&c.IdleTTL, "idle-ttl", 30*time.Minute, "remove a context after this long without an execution; 0 keeps it until deleted")
+	fs.IntVar(&c.MCPSessions.Max, "mcp-max-sessions", 256, "most MCP sessions kept at once on /mcp; more are refused with 429; 0 is no limit")
+	fs.DurationVar(&c.MCPSessions.Idle, "mcp-session-idle", 30*time.Minute, "end an MCP session after this long without a request; 0 keeps it until the client ends it")
 	fs.BoolVar(&c.KeepContexts, "keep-contexts", false, "on SIGTERM, leave contexts running for the next run to take over, instead of removing them")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening on a non-loopback address without auth")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
@@ -394,7 +398,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Shutdown does not wait for websockets, so they are told this way.
 	base, endBase := context.WithCancel(context.Background())
 	defer endBase()
-	mcpHandler, auth := newMCPHandler(log, ln.Addr(), auth, int64(cfg.MaxBody))
+	mcpHandler, auth := newMCPHandler(log, ln.Addr(), auth, int64(cfg.MaxBody), cfg.MCPSessions)
 	srv := &http.Server{
 		BaseContext: func(net.Listener) context.Context { return base },
 		Handler: httpapi.NewHandler(log, mgr, httpapi.Config{

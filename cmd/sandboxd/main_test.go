@@ -189,6 +189,16 @@ func (d *daemon) create(tb testing.TB) string {
 	return c.ContextID
 }
 
+// list returns the contexts that exist.
+func (d *daemon) list(tb testing.TB) []contextJSON {
+	tb.Helper()
+	var list struct{ Contexts []contextJSON }
+	if status := d.call(tb, "GET", "/api/v1/contexts", nil, &list); status != http.StatusOK {
+		tb.Fatalf("list: status %d", status)
+	}
+	return list.Contexts
+}
+
 func (d *daemon) execute(tb testing.TB, id, code string, timeout float64) executeJSON {
 	tb.Helper()
 	var e executeJSON

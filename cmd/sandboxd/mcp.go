@@ -89,14 +89,14 @@ func (nopWriteCloser) Close() error { return nil }
 // turn are authorized by that key, made at startup and never shown, since
 // the caller's credentials may be Basic ones, which the client does not
 // forward.
-func newMCPHandler(log *slog.Logger, addr net.Addr, auth httpapi.Auth, maxBody int64) (*mcp.HTTPHandler, httpapi.Auth) {
+func newMCPHandler(log *slog.Logger, addr net.Addr, auth httpapi.Auth, maxBody int64, limits mcp.SessionLimits) (*mcp.HTTPHandler, httpapi.Auth) {
 	var key string
 	if auth.Enabled() {
 		key = rand.Text()
 		auth.APIKeys = append(slices.Clone(auth.APIKeys), key)
 	}
 	api := selfClient(addr, key)
-	return mcp.NewHTTPHandler(mcp.NewServer(api, version()), log.With("component", "mcp"), maxBody), auth
+	return mcp.NewHTTPHandler(mcp.NewServer(api, version()), log.With("component", "mcp"), maxBody, limits), auth
 }
 
 // selfClient returns a client of the daemon's own API, listening on addr.

@@ -61,12 +61,9 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 	if strings.TrimSpace(req.Command) == "" {
 		return CommandResult{}, Errorf(CodeInvalid, "field \"command\" must not be empty")
 	}
-	timeout := req.Timeout
-	if timeout == 0 {
-		timeout = m.cfg.DefaultTimeout
-	}
-	if timeout < 0 || timeout > m.cfg.MaxTimeout {
-		return CommandResult{}, Errorf(CodeInvalid, "timeout must be more than 0 and at most %v seconds", m.cfg.MaxTimeout.Seconds())
+	timeout, err := m.Timeout(req.Timeout)
+	if err != nil {
+		return CommandResult{}, err
 	}
 	if err := validateEnv(req.Env); err != nil {
 		return CommandResult{}, err

@@ -695,12 +695,9 @@ func (m *Manager) remove(s *sandbox) error {
 // starts running. Errors: CodeNotFound, CodeInvalid, CodeKernelUnavailable,
 // and ctx's error when ctx ended while the request was queued.
 func (m *Manager) Execute(ctx context.Context, id string, req ExecuteRequest) (Execution, error) {
-	timeout := req.Timeout
-	if timeout == 0 {
-		timeout = m.cfg.DefaultTimeout
-	}
-	if timeout < 0 || timeout > m.cfg.MaxTimeout {
-		return Execution{}, Errorf(CodeInvalid, "timeout must be more than 0 and at most %v seconds", m.cfg.MaxTimeout.Seconds())
+	timeout, err := m.Timeout(req.Timeout)
+	if err != nil {
+		return Execution{}, err
 	}
 	if err := validateEnv(req.Env); err != nil {
 		return Execution{}, err
@@ -768,6 +765,18 @@ func (m *Manager) Execute(ctx context.Context, id string, req ExecuteRequest) (E
 	m.metrics.executions.WithLabelValues(outcome(exe)).Inc()
 	m.metrics.executeSeconds.Observe(exe.Duration.Seconds())
 	return exe, nil
+}
+
+// Timeout returns the timeout an execution or command asking for d runs
+// with: the default for 0. Errors: CodeInvalid, for one out of bounds.
+func (m *Manager) Timeout(d time.Duration) (time.Duration, error) {
+	if d == 0 {
+		return m.cfg.DefaultTimeout, nil
+	}
+	if d < 0 || d > m.cfg.MaxTimeout {
+		return 0, Errorf(CodeInvalid, "timeout must be more than 0 and at most %v seconds", m.cfg.MaxTimeout.Seconds())
+	}
+	return d, nil
 }
 
 // takeTurn waits until s is free, in arrival order, and returns the function

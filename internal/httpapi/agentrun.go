@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -125,7 +126,12 @@ func handleAgentRunExecute(log *slog.Logger, svc contextService) http.HandlerFun
 			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"code\" is required"))
 			return
 		}
+		// Everything is checked before a context is made for the request:
+		// a context that its client never hears of would be left behind.
 		timeout, err := parseTimeout(req.Timeout)
+		if err == nil {
+			timeout, err = svc.Timeout(timeout)
+		}
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -136,16 +142,20 @@ func handleAgentRunExecute(log *slog.Logger, svc contextService) http.HandlerFun
 				id = chi.URLParam(r, "sandbox_id")
 			}
 		}
+		created := false
 		if id == "" {
 			c, err := svc.Create(r.Context(), agentRunCreateRequest(req.Language, ""))
 			if err != nil {
 				writeError(w, r, log, err)
 				return
 			}
-			id = c.ID
+			id, created = c.ID, true
 		}
 		e, err := svc.Execute(r.Context(), id, contexts.ExecuteRequest{Code: *req.Code, Timeout: timeout})
 		if err != nil {
+			if created {
+				svc.Delete(context.WithoutCancel(r.Context()), id)
+			}
 			writeError(w, r, log, err)
 			return
 		}

@@ -33,6 +33,7 @@ var statusByCode = map[string]int{
 	codeMethodNotAllowed:             http.StatusMethodNotAllowed,
 	codeUnauthorized:                 http.StatusUnauthorized,
 	codeForbidden:                    http.StatusForbidden,
+	codeForbiddenOrigin:              http.StatusForbidden,
 	contexts.CodeInternal:            http.StatusInternalServerError,
 }
 

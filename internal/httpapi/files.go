@@ -124,11 +124,7 @@ func handleGetFile(log *slog.Logger, svc contextService) http.HandlerFunc {
 			return
 		}
 		defer body.Close()
-		ct := mime.TypeByExtension(path.Ext(f.Name))
-		if ct == "" {
-			ct = "application/octet-stream"
-		}
-		w.Header().Set("Content-Type", ct)
+		setDownloadHeaders(w.Header(), f.Name)
 		w.Header().Set("Content-Length", strconv.FormatInt(f.Size, 10))
 		w.WriteHeader(http.StatusOK)
 		if _, err := io.Copy(w, body); err != nil && r.Context().Err() == nil {
@@ -136,6 +132,38 @@ func handleGetFile(log *slog.Logger, svc contextService) http.HandlerFunc {
 			// client, as its Content-Length is not reached.
 			log.Warn("file download broke off", "path", r.URL.Path, "error", err)
 		}
+	}
+}
+
+// inlineTypes are the types a browser may show in place: it runs nothing
+// of theirs. Anything else a context wrote (HTML, SVG, PDF, scripts) is
+// handed over as an attachment, so that opening a download never makes a
+// page on the API's origin, whose script could drive every context.
+var inlineTypes = map[string]bool{
+	"text/plain": true, "text/csv": true, "application/json": true,
+	"image/png": true, "image/jpeg": true, "image/gif": true, "image/webp": true,
+}
+
+// downloadCSP applies even where a browser renders a file after all: no
+// script runs, and the document gets an origin of its own.
+const downloadCSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+// setDownloadHeaders sets the type of a file named name, and how a browser
+// is to treat it.
+func setDownloadHeaders(h http.Header, name string) {
+	ct := mime.TypeByExtension(path.Ext(name))
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		ct, mt = "application/octet-stream", "application/octet-stream"
+	}
+	h.Set("Content-Type", ct)
+	h.Set("Content-Security-Policy", downloadCSP)
+	if !inlineTypes[mt] {
+		d := mime.FormatMediaType("attachment", map[string]string{"filename": name})
+		if d == "" { // a name it cannot encode
+			d = "attachment"
+		}
+		h.Set("Content-Disposition", d)
 	}
 }
 

@@ -264,3 +264,35 @@ func TestIsUpload(t *testing.T) {
 		}
 	}
 }
+
+func TestDownloadHeaders(t *testing.T) {
+	tests := []struct {
+		name, contentType, disposition string
+	}{
+		{"data.csv", "text/csv; charset=utf-8", ""},
+		{"notes.txt", "text/plain; charset=utf-8", ""},
+		{"plot.png", "image/png", ""},
+		{"page.html", "text/html; charset=utf-8", `attachment; filename=page.html`},
+		{"chart.svg", "image/svg+xml", `attachment; filename=chart.svg`},
+		{"report.pdf", "application/pdf", `attachment; filename=report.pdf`},
+		{"app.js", "text/javascript; charset=utf-8", `attachment; filename=app.js`},
+		{"blob", "application/octet-stream", `attachment; filename=blob`},
+		{`a "b".html`, "text/html; charset=utf-8", `attachment; filename="a \"b\".html"`},
+		{"été.xhtml", "application/xhtml+xml", `attachment; filename*=utf-8''%C3%A9t%C3%A9.xhtml`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := http.Header{}
+			setDownloadHeaders(h, tt.name)
+			if got := h.Get("Content-Type"); got != tt.contentType {
+				t.Errorf("Content-Type %q, want %q", got, tt.contentType)
+			}
+			if got := h.Get("Content-Disposition"); got != tt.disposition {
+				t.Errorf("Content-Disposition %q, want %q", got, tt.disposition)
+			}
+			if got := h.Get("Content-Security-Policy"); !strings.Contains(got, "sandbox") || !strings.Contains(got, "default-src 'none'") {
+				t.Errorf("Content-Security-Policy %q", got)
+			}
+		})
+	}
+}

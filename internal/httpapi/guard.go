@@ -8,13 +8,16 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/sandboxd/sandboxd/internal/contexts"
 )
 
 // Codes of the guard's refusals.
 const (
-	codeUnauthorized = "UNAUTHORIZED"
-	codeForbidden    = "FORBIDDEN_HOST"
+	codeUnauthorized    = "UNAUTHORIZED"
+	codeForbidden       = "FORBIDDEN_HOST"
+	codeForbiddenOrigin = "FORBIDDEN_ORIGIN"
 )
 
 // Auth is who may call the API. With neither field set, anyone who can
@@ -97,4 +100,45 @@ func hostOnly(hostport string) string {
 		return strings.ToLower(h)
 	}
 	return strings.ToLower(strings.Trim(hostport, "[]"))
+}
+
+// crossOrigin refuses what a browser sends on behalf of a page of another
+// origin: without it, any web site the user visits could create contexts
+// and run code through the user's browser, since a POST with a text/plain
+// body, or a form's, needs no CORS preflight, and the Host is localhost.
+// Browsers mark such requests (Sec-Fetch-Site, or an Origin that is not
+// the Host); curl, SDKs and other programs send neither and pass, as do
+// pages of sandboxd's own origin. Safe methods pass: they change nothing,
+// and without CORS headers a page cannot read what they answer. A
+// websocket handshake is a GET, yet opens a channel that runs code, so it
+// is judged as a POST.
+func crossOrigin(log *slog.Logger) func(http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	deny := func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, log, contexts.Errorf(codeForbiddenOrigin, "cross-origin requests from a browser are refused: a web page of another origin may not drive sandboxd"))
+	}
+	cop.SetDenyHandler(http.HandlerFunc(deny))
+	return func(next http.Handler) http.Handler {
+		protected := cop.Handler(next)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if websocket.IsWebSocketUpgrade(r) {
+				asPost := r.WithContext(r.Context())
+				asPost.Method = http.MethodPost
+				if cop.Check(asPost) != nil {
+					deny(w, r)
+					return
+				}
+			}
+			protected.ServeHTTP(w, r)
+		})
+	}
+}
+
+// secureHeaders marks every response so that browsers never guess a type
+// other than the one given: a file written by code must not become a page.
+func secureHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		next.ServeHTTP(w, r)
+	})
 }

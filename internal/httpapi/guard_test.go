@@ -3,11 +3,15 @@ package httpapi
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sandboxd/sandboxd/internal/contexts"
 )
 
 func TestGuard(t *testing.T) {
@@ -60,4 +64,59 @@ func TestGuard(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestCrossOrigin(t *testing.T) {
+	fake := &fakeService{
+		create: func(context.Context, contexts.CreateRequest) (contexts.Info, error) {
+			return contexts.Info{ID: ctxID, Language: "python", Status: contexts.StatusActive}, nil
+		},
+		get: func(string) (contexts.Info, error) { return contexts.Info{ID: ctxID}, nil },
+	}
+	h := NewHandler(slog.New(slog.DiscardHandler), fake, Config{Registry: prometheus.NewRegistry()})
+	create, ws := "/api/v1/contexts", "/api/v1/contexts/"+ctxID+"/ws"
+	wsHeader := http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}
+	tests := []struct {
+		name   string
+		method string
+		path   string
+		header http.Header
+		status int
+	}{
+		{name: "curl", method: "POST", path: create, status: 201},
+		{name: "cross-site fetch", method: "POST", path: create, header: http.Header{"Sec-Fetch-Site": {"cross-site"}, "Origin": {"http://evil.example"}}, status: 403},
+		{name: "same-site other port", method: "POST", path: create, header: http.Header{"Sec-Fetch-Site": {"same-site"}, "Origin": {"http://localhost:3000"}}, status: 403},
+		{name: "origin only, other", method: "POST", path: create, header: http.Header{"Origin": {"http://localhost:3000"}}, status: 403},
+		{name: "origin only, same", method: "POST", path: create, header: http.Header{"Origin": {"http://localhost:8080"}}, status: 201},
+		{name: "same-origin page", method: "POST", path: create, header: http.Header{"Sec-Fetch-Site": {"same-origin"}, "Origin": {"http://localhost:8080"}}, status: 201},
+		{name: "typed url", method: "POST", path: create, header: http.Header{"Sec-Fetch-Site": {"none"}}, status: 201},
+		{name: "cross-site delete", method: "DELETE", path: create + "/" + ctxID, header: http.Header{"Sec-Fetch-Site": {"cross-site"}}, status: 403},
+		{name: "cross-site read", method: "GET", path: create + "/" + ctxID, header: http.Header{"Sec-Fetch-Site": {"cross-site"}}, status: 200},
+		{name: "cross-site websocket", method: "GET", path: ws, header: withHeader(wsHeader, "Origin", "http://evil.example"), status: 403},
+		{name: "cross-site websocket, fetch metadata", method: "GET", path: ws, header: withHeader(wsHeader, "Sec-Fetch-Site", "cross-site"), status: 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(tt.method, tt.path, strings.NewReader(`{}`))
+			req.Host = "localhost:8080"
+			maps.Copy(req.Header, tt.header)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tt.status, rec.Body)
+			}
+			if tt.status == 403 && !strings.Contains(rec.Body.String(), `"code":"FORBIDDEN_ORIGIN"`) {
+				t.Errorf("body %s, want code FORBIDDEN_ORIGIN", rec.Body)
+			}
+			if got := rec.Header().Get("X-Content-Type-Options"); got != "nosniff" {
+				t.Errorf("X-Content-Type-Options %q", got)
+			}
+		})
+	}
+}
+
+func withHeader(h http.Header, key, value string) http.Header {
+	h = h.Clone()
+	h.Set(key, value)
+	return h
 }

@@ -120,6 +120,17 @@ func (f *fakeService) Execute(ctx context.Context, id string, req contexts.Execu
 	return fn(ctx, id, req)
 }
 
+// Timeout bounds timeouts as a Manager with the default flags does.
+func (f *fakeService) Timeout(d time.Duration) (time.Duration, error) {
+	switch {
+	case d == 0:
+		return 30 * time.Second, nil
+	case d < 0 || d > time.Hour:
+		return 0, contexts.Errorf(contexts.CodeInvalid, "timeout must be more than 0 and at most 3600 seconds")
+	}
+	return d, nil
+}
+
 func (f *fakeService) Interrupt(ctx context.Context, id string) error {
 	f.mu.Lock()
 	f.interrupts = append(f.interrupts, id)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,7 @@ type contextService interface {
 	List() []contexts.Info
 	Delete(ctx context.Context, id string) error
 	Execute(ctx context.Context, id string, req contexts.ExecuteRequest) (contexts.Execution, error)
+	Timeout(d time.Duration) (time.Duration, error)
 	Interrupt(ctx context.Context, id string) error
 	Restart(ctx context.Context, id string) (contexts.Info, error)
 	Ping(ctx context.Context) error
@@ -50,7 +52,7 @@ type Config struct {
 // NewHandler returns the whole HTTP API.
 func NewHandler(log *slog.Logger, svc contextService, cfg Config) http.Handler {
 	r := chi.NewRouter()
-	r.Use(recoverer(log), accessLog(log), trackMetrics(cfg.Registry), guard(log, cfg.Auth, cfg.AllowedHosts), limitBody(log, cfg.MaxBodyBytes))
+	r.Use(secureHeaders, recoverer(log), accessLog(log), trackMetrics(cfg.Registry), guard(log, cfg.Auth, cfg.AllowedHosts), crossOrigin(log), limitBody(log, cfg.MaxBodyBytes))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, log, contexts.Errorf(codeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

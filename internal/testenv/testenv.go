@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/chromedp"
 	"github.com/google/uuid"
 )
 
@@ -81,4 +83,61 @@ func RequireGVisor(tb testing.TB) {
 		tb.Fatalf("gVisor is required (SANDBOXD_REQUIRE_GVISOR is set) but the engine has no runsc runtime: %s %v", bytes.TrimSpace(out), err)
 	}
 	tb.Skip("the Docker engine has no runsc runtime; scripts/enable-gvisor.sh registers it")
+}
+
+// Chromium returns the path of a headless-capable Chromium, skipping tb
+// when there is none, or failing it when SANDBOXD_REQUIRE_DOCKER is set:
+// `make test` installs Debian's chromium, so tests that drive a real
+// browser never pass silently there.
+func Chromium(tb testing.TB) string {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("drives a browser; skipped in -short mode")
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if path, err := exec.LookPath(name); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("SANDBOXD_REQUIRE_DOCKER") != "" {
+		tb.Fatal("no chromium on PATH (SANDBOXD_REQUIRE_DOCKER is set); `make test` installs it")
+	}
+	tb.Skip("no chromium on PATH")
+	return ""
+}
+
+// Browser starts a headless Chromium for tb and returns a context to
+// drive its first tab with chromedp; the browser ends with the test.
+// Downloads are refused, as by a user who does not save the file. Bound
+// each action with a context derived from the one returned: the tab lives
+// as long as the context of its first action, which Browser runs.
+func Browser(tb testing.TB) context.Context {
+	tb.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(Chromium(tb)),
+		chromedp.NoSandbox,
+		chromedp.UserDataDir(tb.TempDir()),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	tb.Cleanup(func() { cancel(); cancelAlloc() })
+	_, err := chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{Behavior: browser.SetDownloadBehaviorBehaviorDeny})
+	if err == nil {
+		err = chromedp.Do(ctx, chromedp.Navigate("about:blank"))
+	}
+	if err != nil {
+		tb.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// NewTab opens another tab of the browser b, closed by the returned func.
+func NewTab(tb testing.TB, b context.Context) (context.Context, func()) {
+	tb.Helper()
+	ctx, cancel := chromedp.NewContext(b)
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		cancel()
+		tb.Fatalf("open a tab: %v", err)
+	}
+	return ctx, cancel
 }
