@@ -219,6 +219,7 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 		Name: name,
 		Config: &container.Config{
 			Image:  spec.Image,
+			User:   contexts.ContextUser, // an image without USER would run as root
 			Env:    []string{"JUPYTER_TOKEN=" + spec.Token},
 			Labels: labels,
 		},
