@@ -526,3 +526,51 @@ func TestAbandonedExecIsKilled(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// An upload whose target changes under it, so that it cannot be put in
+// place, leaves no temporary file behind.
+func TestFailedUploadLeavesNoTemporaryFile(t *testing.T) {
+	d := startDaemon(t, "--pool", "python=0")
+	id := d.create(t)
+	pr, pw := io.Pipe()
+	type answer struct {
+		status int
+		body   []byte
+	}
+	done := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest("PUT", d.filesURL(id, "x.txt"), pr)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- answer{body: []byte(err.Error())}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- answer{resp.StatusCode, b}
+	}()
+	pw.Write([]byte("half of it"))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c := d.command(t, id, map[string]any{"command": "ls -A"}); strings.Contains(c.Stdout, ".sandboxd-upload.") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the upload made no temporary file")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Meanwhile, code turns the target into a link out of the working dir.
+	if e := d.execute(t, id, "import os; os.symlink('/etc/passwd', 'x.txt')", 0); !e.Success {
+		t.Fatalf("symlink: %+v", e)
+	}
+	pw.Write([]byte(", and the rest"))
+	pw.Close()
+	a := <-done
+	if e := decodeAs[errorJSON](t, a.body); a.status != 400 || e.Code != "INVALID_PATH" {
+		t.Errorf("PUT: %d %s", a.status, a.body)
+	}
+	if c := d.command(t, id, map[string]any{"command": "ls -A"}); c.Stdout != "x.txt\n" {
+		t.Errorf("left in the working dir: %q", c.Stdout)
+	}
+}

@@ -87,7 +87,8 @@ commit)
 	resolve "$1"
 	tmp=$2
 	if [ -e "$t" ]; then chmod --reference="$t" -- "$tmp"; else chmod 0644 -- "$tmp"; fi
-	mv -fT -- "$tmp" "$t" || { rm -f -- "$tmp"; fail 12 "cannot replace $t"; }
+	# On failure the daemon removes $tmp (abort), whatever failed.
+	mv -fT -- "$tmp" "$t" || fail 12 "cannot replace $t"
 	entry "$t"
 	;;
 abort)
@@ -293,6 +294,9 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 		abort()
 		return FileInfo{}, err
 	case code != 0:
+		// The target may have changed since the write: into a link
+		// out of the working dir, say.
+		abort()
 		return FileInfo{}, fileError(code, rel, stderr)
 	}
 	return parseEntry(out.String(), rel)
