@@ -180,8 +180,9 @@ func (r Result) Text(mime string) (string, bool) {
 	return s, true
 }
 
-// ExecutionError is the exception that ended an execution, or TimeoutError
-// or KernelDied, which the server reports itself.
+// ExecutionError is the exception that ended an execution, or TimeoutError,
+// KernelDied, ContainerDied or ContextDeleted, which the server reports
+// itself.
 type ExecutionError struct {
 	Name      string `json:"name"`
 	Value     string `json:"value"`

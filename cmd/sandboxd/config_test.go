@@ -35,3 +35,33 @@ func TestWorkspaceSizeFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestNetworkFlag(t *testing.T) {
+	for _, tt := range []struct {
+		network string
+		ok      bool
+	}{
+		{"none", true},
+		{"sandboxes", true},
+		{"host", false},
+		{"bridge", false},
+		{"default", false},
+		{"container:3f4e", false},
+		{"container:sandboxd-ctx-1", false},
+		{"ns:/proc/1/ns/net", false},
+	} {
+		_, err := parseConfig([]string{"--network", tt.network}, func(string) string { return "" }, io.Discard)
+		if (err == nil) != tt.ok {
+			t.Errorf("--network %s: %v, want ok %v", tt.network, err, tt.ok)
+		}
+	}
+	getenv := func(k string) string {
+		if k == "SANDBOXD_NETWORK" {
+			return "host"
+		}
+		return ""
+	}
+	if _, err := parseConfig(nil, getenv, io.Discard); err == nil {
+		t.Error("SANDBOXD_NETWORK=host: no error")
+	}
+}

@@ -47,6 +47,27 @@ func TestContainerKilledFromOutside(t *testing.T) {
 	}
 }
 
+// A context deleted while its code runs ends that execution with an error
+// of its own, not as if its container had been removed from outside.
+func TestDeleteWhileExecuting(t *testing.T) {
+	d := startDaemon(t, "--pool", "python=0")
+	id := d.create(t)
+	done := make(chan executeJSON)
+	go func() { done <- d.execute(t, id, "import time; time.sleep(30)", 120) }()
+	waitStatus(t, d, id, "busy")
+	if status := d.call(t, "DELETE", "/api/v1/contexts/"+id, nil, nil); status != http.StatusNoContent {
+		t.Fatalf("delete: %d", status)
+	}
+	select {
+	case e := <-done:
+		if e.Success || e.Error == nil || e.Error.Name != "ContextDeleted" || e.Error.Value != "the context was deleted while the code ran" {
+			t.Errorf("execution in a deleted context: %+v", e)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("execution still running 30 s after its context was deleted")
+	}
+}
+
 // engineProxy stands between sandboxd and the Docker engine, so a test can
 // take the engine away and bring it back without touching the real one.
 type engineProxy struct {

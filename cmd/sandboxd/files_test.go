@@ -6,15 +6,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/apitest"
+	"github.com/sandboxd/sandboxd/internal/contexts"
 	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
@@ -439,4 +442,135 @@ func TestCommands(t *testing.T) {
 			t.Errorf("end %+v", end)
 		}
 	})
+}
+
+// A FIFO, a socket or a device is no file to download: opening a FIFO
+// waits for a writer, and a device may never end. Each is refused at once,
+// before any of the answer is sent, so the connection stays usable; nothing
+// is left running in the container; and each is listed like any file.
+func TestFilesSpecial(t *testing.T) {
+	d := startDaemon(t, "--pool", "python=0")
+	id := d.create(t)
+	setup := "import os, socket\nos.mkfifo('fifo')\nos.symlink('fifo', 'fifo_link')\nsocket.socket(socket.AF_UNIX).bind('sock')\nos.symlink('/dev/zero', 'zero')"
+	if e := d.execute(t, id, setup, 0); !e.Success {
+		t.Fatalf("set-up: %+v", e)
+	}
+	// One connection, kept alive: a request left hanging blocks the next.
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}, Timeout: 20 * time.Second}
+	defer client.CloseIdleConnections()
+	for _, p := range []string{"fifo", "fifo_link", "sock", "zero", "fifo"} {
+		start := time.Now()
+		resp, err := client.Get(d.filesURL(id, p))
+		if err != nil {
+			t.Fatalf("GET %s: %v", p, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("GET %s: %d, then reading the body: %v", p, resp.StatusCode, err)
+		}
+		if e := decodeAs[errorJSON](t, b); resp.StatusCode != 400 || e.Code != "INVALID_PATH" {
+			t.Errorf("GET %s: %d %s", p, resp.StatusCode, b)
+		}
+		t.Logf("GET %s refused in %v", p, time.Since(start))
+	}
+	if procs := containerProcesses(t, id); strings.Contains(procs, "fifo") {
+		t.Errorf("left running:\n%s", procs)
+	}
+	var list struct{ Files []fileEntryJSON }
+	if status := d.call(t, "GET", "/api/v1/contexts/"+id+"/files", nil, &list); status != 200 {
+		t.Fatalf("list: %d", status)
+	}
+	var names []string
+	for _, f := range list.Files {
+		names = append(names, fmt.Sprintf("%s:%v", f.Name, f.IsDir))
+	}
+	if got := strings.Join(names, " "); got != "fifo:false fifo_link:false sock:false zero:false" {
+		t.Errorf("listing %q", got)
+	}
+}
+
+// containerProcesses returns what docker top says of context id's
+// container: every process in it, with its command line.
+func containerProcesses(tb testing.TB, id string) string {
+	tb.Helper()
+	out, err := exec.Command("docker", "top", "sandboxd-"+id, "-eo", "pid,args").CombinedOutput()
+	if err != nil {
+		tb.Fatalf("docker top: %v: %s", err, out)
+	}
+	return string(out)
+}
+
+// The engine has no call to stop an exec: one whose caller gave up (a
+// file operation's, a command's) must be killed by the daemon, with all it
+// started, or it runs on.
+func TestAbandonedExecIsKilled(t *testing.T) {
+	d := startDaemon(t, "--pool", "python=0")
+	id := d.create(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	inst := contexts.Instance{ContainerID: "sandboxd-" + id}
+	_, err := d.rt.Exec(ctx, inst, contexts.ExecSpec{Cmd: []string{"sh", "-c", "sleep 41 & sleep 42"}, User: contexts.ContextUser})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("exec: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		procs := containerProcesses(t, id)
+		if !strings.Contains(procs, "sleep 4") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still running:\n%s", procs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// An upload whose target changes under it, so that it cannot be put in
+// place, leaves no temporary file behind.
+func TestFailedUploadLeavesNoTemporaryFile(t *testing.T) {
+	d := startDaemon(t, "--pool", "python=0")
+	id := d.create(t)
+	pr, pw := io.Pipe()
+	type answer struct {
+		status int
+		body   []byte
+	}
+	done := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest("PUT", d.filesURL(id, "x.txt"), pr)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- answer{body: []byte(err.Error())}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- answer{resp.StatusCode, b}
+	}()
+	pw.Write([]byte("half of it"))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c := d.command(t, id, map[string]any{"command": "ls -A"}); strings.Contains(c.Stdout, ".sandboxd-upload.") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the upload made no temporary file")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Meanwhile, code turns the target into a link out of the working dir.
+	if e := d.execute(t, id, "import os; os.symlink('/etc/passwd', 'x.txt')", 0); !e.Success {
+		t.Fatalf("symlink: %+v", e)
+	}
+	pw.Write([]byte(", and the rest"))
+	pw.Close()
+	a := <-done
+	if e := decodeAs[errorJSON](t, a.body); a.status != 400 || e.Code != "INVALID_PATH" {
+		t.Errorf("PUT: %d %s", a.status, a.body)
+	}
+	if c := d.command(t, id, map[string]any{"command": "ls -A"}); c.Stdout != "x.txt\n" {
+		t.Errorf("left in the working dir: %q", c.Stdout)
+	}
 }

@@ -2,14 +2,20 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+
+	"github.com/sandboxd/sandboxd/internal/contexts"
 	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
 // Code in a context cannot do what a sandbox must forbid; each attempt
@@ -156,4 +162,31 @@ func loopDevicesOf(t *testing.T, dir string) []string {
 		}
 	}
 	return loops
+}
+
+// The container runs as the context's user whatever its image says: an
+// image without a USER line would otherwise run the kernel as root.
+func TestContainerUserIsSet(t *testing.T) {
+	testenv.RequireDocker(t)
+	// Any image will do for a container that need not serve: the daemon's
+	// own, which `make images` builds, has no USER.
+	const image = "sandboxd/sandboxd:latest"
+	if out, err := exec.Command("docker", "image", "inspect", "-f", "{{.Config.User}}", image).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Fatalf("%s: USER %q: %v", image, out, err)
+	}
+	limits := docker.Limits{Memory: 256 << 20, CPUs: 1, Pids: 64, NoFile: 1024, TmpSize: 16 << 20}
+	rt, err := docker.New(docker.Config{Owner: testenv.Owner(t), SocketDir: testenv.SocketDir(t), Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	inst, err := rt.Start(t.Context(), contexts.Spec{ContextID: "ctx-" + uuid.NewString(), Image: image, Token: "t"})
+	t.Cleanup(func() { rt.Remove(context.Background(), inst) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("docker", "inspect", "-f", "{{.Config.User}}", inst.ContainerID).CombinedOutput()
+	if got := strings.TrimSpace(string(out)); err != nil || got != contexts.ContextUser {
+		t.Errorf("Config.User %q: %v", got, err)
+	}
 }

@@ -165,7 +165,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.RImage, "r-image", "sandboxd/r-kernel:latest", "image of R contexts")
 	fs.StringVar(&c.BashImage, "bash-image", "sandboxd/bash-kernel:latest", "image of bash contexts")
 	fs.StringVar(&c.SocketDir, "socket-dir", "/run/sandboxd", "directory for the kernels' unix sockets; the same path on the host when sandboxd runs in a container")
-	fs.StringVar(&c.Network, "network", "none", "network mode of context containers")
+	fs.StringVar(&c.Network, "network", "none", "network of context containers: none, or the name of a user-defined network (docker network create), which every context then reaches unfiltered; host, bridge, default and container:<id> are refused")
 	fs.StringVar(&c.Runtime, "runtime", "", "OCI runtime of context containers as registered in the engine: empty for its default (runc), runsc for gVisor")
 	fs.BoolVar(&c.AllowEgress, "allow-egress", false, `let contexts created with "network": true reach the public internet over HTTP(S), through a proxy in the daemon that refuses private, loopback and link-local addresses`)
 	fs.Var(&c.Memory, "memory", "memory limit of a context, /tmp included")
@@ -227,7 +227,25 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	case c.TmpSize >= c.Memory:
 		return c, errors.New("--tmp-size must be less than --memory: /tmp counts against it")
 	}
+	if err := checkNetwork(c.Network); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// checkNetwork refuses the network modes that would put a context beside
+// the host or another container: host shares the host's network stack (its
+// loopback services included), container:<id> another container's, and the
+// default bridge reaches every container on it. A mode with a colon is
+// never a network name.
+func checkNetwork(network string) error {
+	switch {
+	case network == "":
+		return errors.New("--network must not be empty: none, or a user-defined network's name")
+	case network == "host", network == "bridge", network == "default", strings.Contains(network, ":"):
+		return fmt.Errorf("--network %s is refused: use none, or a user-defined network made with docker network create", network)
+	}
+	return nil
 }
 
 // auth gathers the credentials the configuration names, reading key files.

@@ -2,8 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -104,4 +111,86 @@ func TestIdleContextsAreRemoved(t *testing.T) {
 	if status := d.call(t, "GET", "/api/v1/contexts/"+used, nil, nil); status != http.StatusOK {
 		t.Errorf("context in use: %d", status)
 	}
+}
+
+// A create whose client has gone leaves the pool as it was: its kernel is
+// neither handed out nor thrown away because the request's checks were
+// cancelled.
+func TestPoolSurvivesAbandonedCreates(t *testing.T) {
+	d := startDaemon(t, "--pool", "python=1")
+	const abandoned = 5
+	body := `{"language": "python"}`
+	// A create can complete before the daemon sees its client gone, and
+	// then rightly takes the pooled kernel: such a round proves nothing.
+	for round := 1; ; round++ {
+		d.waitPoolFull(t)
+		pooled := d.containerIDs(t)
+		creates, ok := d.metric(t, "sandboxd_context_creates_total"), d.metric(t, `sandboxd_context_creates_total{result="ok"}`)
+		for range abandoned {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(d.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The request whole, then gone at once.
+			fmt.Fprintf(conn, "POST /api/v1/contexts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			conn.Close()
+		}
+		deadline := time.Now().Add(time.Minute)
+		for d.metric(t, "sandboxd_context_creates_total") < creates+abandoned {
+			if time.Now().After(deadline) {
+				t.Fatalf("the daemon answered %v of %d creates", d.metric(t, "sandboxd_context_creates_total")-creates, abandoned)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if d.metric(t, `sandboxd_context_creates_total{result="ok"}`) > ok {
+			if round == 5 {
+				t.Fatal("in every round, a create completed before its client was seen gone")
+			}
+			continue
+		}
+		if now := d.containerIDs(t); !slices.Equal(now, pooled) {
+			t.Errorf("round %d: containers %q, before the creates %q", round, now, pooled)
+		}
+		break
+	}
+	if _, pool := d.createPooled(t, nil); pool != "hit" {
+		t.Errorf("create after the abandoned ones: Sandboxd-Pool %q, want hit", pool)
+	}
+}
+
+// containerIDs returns the ids of the containers the daemon owns, sorted.
+func (d *daemon) containerIDs(tb testing.TB) []string {
+	tb.Helper()
+	insts, err := d.rt.List(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ids []string
+	for _, inst := range insts {
+		ids = append(ids, inst.ContainerID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// metric returns the sum of the samples of the named metric on /metrics.
+func (d *daemon) metric(tb testing.TB, name string) float64 {
+	tb.Helper()
+	resp, err := http.Get(d.url + "/metrics")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, name); ok && (strings.HasPrefix(rest, "{") || strings.HasPrefix(rest, " ")) {
+			v, err := strconv.ParseFloat(rest[strings.LastIndexByte(rest, ' ')+1:], 64)
+			if err != nil {
+				tb.Fatalf("%s: %v", line, err)
+			}
+			sum += v
+		}
+	}
+	return sum
 }

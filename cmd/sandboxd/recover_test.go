@@ -77,3 +77,35 @@ func TestRestartKeepsContexts(t *testing.T) {
 		t.Errorf("contexts after two restarts: %+v", list.Contexts)
 	}
 }
+
+// Recovery removes a container of the daemon's it cannot take over, and
+// with it the socket directory its label names: a label that climbs out
+// of the socket dir must not make it remove the parent.
+func TestRecoverIgnoresHostileSocketDirLabel(t *testing.T) {
+	testenv.RequireDocker(t)
+	parent := testenv.SocketDir(t)
+	socketDir := filepath.Join(parent, "s")
+	if err := os.Mkdir(socketDir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	kept := filepath.Join(parent, "kept")
+	if err := os.WriteFile(kept, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	owner := testenv.Owner(t)
+	name := owner + "-hostile"
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
+	out, err := exec.Command("docker", "create", "--name", name, "--label", "sandboxd.owner="+owner,
+		"--label", "sandboxd.context_id=..", "--label", "sandboxd.socket_dir="+socketDir+"/..", testenv.KernelImage()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker create: %v: %s", err, out)
+	}
+
+	startDaemon(t, "--pool", "python=0", "--name", owner, "--socket-dir", socketDir)
+	if err := exec.Command("docker", "inspect", name).Run(); err == nil {
+		t.Error("the container was not removed")
+	}
+	if _, err := os.Stat(kept); err != nil {
+		t.Errorf("the socket dir's parent: %v", err)
+	}
+}

@@ -1,7 +1,6 @@
 package contexts
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -97,15 +96,12 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 	took := time.Since(start)
 	out.close()
 	if err != nil {
-		if pid := out.pid(); pid > 0 && dctx.Err() != nil {
-			// The client went away, or the daemon's deadline passed: the
-			// engine does not stop an exec, so stop the command here.
-			m.killCommand(ctx, s, pid)
-		}
+		// Exec has killed the command: the client went away, or the
+		// daemon's deadline passed.
 		if ctx.Err() != nil || dctx.Err() == nil {
 			return CommandResult{}, err
 		}
-		m.log.Warn("a command outlived its timeout and its kill", "context_id", id, "timeout", timeout)
+		m.log.Warn("a command outlived its timeout", "context_id", id, "timeout", timeout, "error", err)
 		code = exitKilled
 	} else if !out.started() {
 		// The command never ran: cwd did not pass.
@@ -120,18 +116,6 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 		TimedOut:  (code == exitTimedOut || code == exitKilled) && took >= timeout,
 	}
 	return res, nil
-}
-
-// killCommand sends SIGKILL to the process group of a command whose
-// caller no longer waits for it, as the context's user: the command gets
-// no grace, as nobody reads what it would say.
-func (m *Manager) killCommand(ctx context.Context, s *sandbox, pid int) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	_, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: []string{"kill", "-KILL", "--", "-" + strconv.Itoa(pid)}, User: ContextUser})
-	if err != nil {
-		m.log.Warn("could not stop an abandoned command", "context_id", s.info.ID, "error", err)
-	}
 }
 
 // seconds formats d for coreutils' timeout: 2.5s.
@@ -149,8 +133,8 @@ func envList(env map[string]string) []string {
 }
 
 // commandOutput collects a command's stdout and stderr. fileScript writes
-// the command's process group id and a NUL to stdout once cwd has passed
-// its checks, just before the command starts: what stderr holds before it
+// a NUL to stdout once cwd has passed its checks, just before the command
+// starts: what stderr holds before it
 // is fileScript's complaint, unless the NUL comes after all (the engine
 // does not keep the order of the two streams), in which case it is the
 // command's.
@@ -158,9 +142,7 @@ type commandOutput struct {
 	mu             sync.Mutex
 	stdout, stderr *textCapture
 	early          *cappedBuffer // stderr before the NUL
-	head           []byte        // stdout before the NUL
 	marked         bool
-	pgid           int
 }
 
 func newCommandOutput(limit int, onOutput func(stream, text string)) *commandOutput {
@@ -183,31 +165,20 @@ func (o *commandOutput) started() bool {
 	return o.marked
 }
 
-// pid is the command's process group id, 0 until it is known.
-func (o *commandOutput) pid() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.pgid
-}
-
 func (o *commandOutput) stdoutWriter() io.Writer {
 	return writerFunc(func(p []byte) (int, error) {
 		o.mu.Lock()
 		defer o.mu.Unlock()
 		n := len(p)
 		if !o.marked {
-			i := bytes.IndexByte(p, 0)
-			if i < 0 || len(o.head)+i > 20 {
-				if len(o.head)+len(p) > 20 {
-					return 0, errors.New("command output did not start with its process group")
-				}
-				o.head = append(o.head, p...)
-				return n, nil
+			if len(p) == 0 {
+				return 0, nil
 			}
-			o.head = append(o.head, p[:i]...)
-			o.pgid, _ = strconv.Atoi(string(o.head))
+			if p[0] != 0 {
+				return 0, errors.New("command output did not start with its mark")
+			}
 			o.marked = true
-			p = p[i+1:]
+			p = p[1:]
 			if early := o.early.String(); early != "" {
 				o.stderr.Write([]byte(early))
 			}

@@ -17,7 +17,8 @@ const (
 	CodeInternal            = "INTERNAL"
 	// CodeInvalidPath refuses a file path or command cwd that is absolute,
 	// has a .. segment, resolves outside the working dir, or is of the
-	// wrong kind (a directory to download, a file to list).
+	// wrong kind (a directory, FIFO, socket or device to download, a file
+	// to list).
 	CodeInvalidPath  = "INVALID_PATH"
 	CodeFileNotFound = "FILE_NOT_FOUND"
 	// CodeNoSpace refuses an upload that does not fit: the context's

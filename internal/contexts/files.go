@@ -58,11 +58,15 @@ read)
 	resolve "$1"
 	[ -e "$t" ] || fail 11 "$t does not exist"
 	[ -d "$t" ] && fail 12 "$t is a directory"
+	# A FIFO would block the open, a device or socket never end.
+	[ -f "$t" ] || fail 17 "$t is not a regular file"
 	[ -r "$t" ] || fail 14 "$t is not readable"
 	e=$(entry "$t") || fail 1 "cannot stat $t"
 	size=${e#*/}
 	printf '%s\000' "$e"
-	exec head -c "${size%%/*}" -- "$t"
+	# Non-blocking, should the file have become a FIFO since the check:
+	# the open then does not wait for a writer.
+	exec dd if="$t" iflag=nonblock,count_bytes count="${size%%/*}" bs=128K status=none
 	;;
 write)
 	resolve "$1"
@@ -83,7 +87,8 @@ commit)
 	resolve "$1"
 	tmp=$2
 	if [ -e "$t" ]; then chmod --reference="$t" -- "$tmp"; else chmod 0644 -- "$tmp"; fi
-	mv -fT -- "$tmp" "$t" || { rm -f -- "$tmp"; fail 12 "cannot replace $t"; }
+	# On failure the daemon removes $tmp (abort), whatever failed.
+	mv -fT -- "$tmp" "$t" || fail 12 "cannot replace $t"
 	entry "$t"
 	;;
 abort)
@@ -109,9 +114,8 @@ run)
 	[ -e "$t" ] || fail 11 "$t does not exist"
 	[ -d "$t" ] || fail 13 "$t is not a directory"
 	cd -- "$t" || fail 14 "cannot enter $t"
-	# The command's process group will be this shell's pid: timeout,
-	# which replaces it, leads one.
-	printf '%s\000' "$$"
+	# The mark: what stderr holds from now on is the command's.
+	printf '\000'
 	shift
 	exec "$@"
 	;;
@@ -130,6 +134,7 @@ const (
 	exitDenied      = 14
 	exitNoWorkDir   = 15
 	exitWriteFailed = 16
+	exitNotRegular  = 17
 )
 
 // fileCommand returns the command line that runs op of fileScript.
@@ -192,6 +197,8 @@ func fileError(code int, rel string, stderr *cappedBuffer) error {
 		return e(CodeInvalidPath, "path %q is a directory", rel)
 	case exitNotDir:
 		return e(CodeInvalidPath, "path %q is not a directory", rel)
+	case exitNotRegular:
+		return e(CodeInvalidPath, "path %q is not a regular file: a FIFO, socket or device cannot be downloaded", rel)
 	case exitDenied:
 		return e(CodeInvalidPath, "path %q is not accessible to the context's user", rel)
 	case exitNoWorkDir:
@@ -287,6 +294,9 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 		abort()
 		return FileInfo{}, err
 	case code != 0:
+		// The target may have changed since the write: into a link
+		// out of the working dir, say.
+		abort()
 		return FileInfo{}, fileError(code, rel, stderr)
 	}
 	return parseEntry(out.String(), rel)
@@ -305,7 +315,8 @@ func (m *Manager) removeTemp(ctx context.Context, s *sandbox, workDir, tmp strin
 // returns its description and a reader of its bytes. They stream from the
 // container as the reader is read; the caller must close it. The reader
 // gives exactly Size bytes, or an error. Errors: CodeNotFound,
-// CodeContextDead, CodeInvalidPath (also for a directory), CodeFileNotFound,
+// CodeContextDead, CodeInvalidPath (also for a directory, and for anything
+// else that is not a regular file), CodeFileNotFound,
 // CodeDockerUnavailable.
 func (m *Manager) OpenFile(ctx context.Context, id, p string) (FileInfo, io.ReadCloser, error) {
 	rel, err := cleanPath(p)

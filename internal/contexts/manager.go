@@ -119,6 +119,10 @@ type ExecuteRequest struct {
 // under it, as kernel.ErrKernelDied names one whose kernel died.
 const ErrContainerDied = "ContainerDied"
 
+// ErrContextDeleted names the error of an execution whose context was
+// deleted while its code ran.
+const ErrContextDeleted = "ContextDeleted"
+
 // Execution is the outcome of one ExecuteRequest.
 type Execution struct {
 	kernel.Result
@@ -656,7 +660,7 @@ func (m *Manager) List() []Info {
 }
 
 // Delete removes the context with id and its container. An execution still
-// running in it ends with an error. Errors: CodeNotFound.
+// running in it ends with the error ErrContextDeleted. Errors: CodeNotFound.
 func (m *Manager) Delete(ctx context.Context, id string) error {
 	m.mu.Lock()
 	s := m.contexts[id]
@@ -731,12 +735,21 @@ func (m *Manager) Execute(ctx context.Context, id string, req ExecuteRequest) (E
 	start := time.Now()
 	res, err := s.kernel.Execute(ctx, kernel.Request{Code: req.Code, Timeout: timeout, OnEvent: req.OnEvent})
 	if err == nil && res.Error != nil && res.Error.Name == kernel.ErrKernelDied && !res.Restarted {
-		// The kernel's connection went without a restart: when the whole
-		// container stopped, its watcher says so a moment later.
-		select {
-		case <-s.stopped:
-			res.Error = &kernel.Error{Name: ErrContainerDied, Value: "the context's container stopped (killed, or removed from outside sandboxd); delete the context and create a new one"}
-		case <-time.After(2 * time.Second):
+		// The kernel's connection went without a restart: because the
+		// context was deleted (which marks it before it closes the
+		// connection), or else, when the whole container stopped, its
+		// watcher says so a moment later.
+		s.mu.Lock()
+		removed := s.removed
+		s.mu.Unlock()
+		if removed {
+			res.Error = &kernel.Error{Name: ErrContextDeleted, Value: "the context was deleted while the code ran"}
+		} else {
+			select {
+			case <-s.stopped:
+				res.Error = &kernel.Error{Name: ErrContainerDied, Value: "the context's container stopped (killed, or removed from outside sandboxd); delete the context and create a new one"}
+			case <-time.After(2 * time.Second):
+			}
 		}
 	}
 	exe := Execution{Result: res, Duration: time.Since(start)}

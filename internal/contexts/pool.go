@@ -2,6 +2,7 @@ package contexts
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -20,9 +21,11 @@ type pool struct {
 	wake   chan struct{} // a kernel was taken: fill again
 	done   chan struct{} // closed when the filler has stopped
 
-	mu      sync.Mutex
-	ready   []*sandbox // oldest first
-	started bool
+	mu       sync.Mutex
+	ready    []*sandbox        // oldest first
+	checking int               // kernels take is checking: not ready, nor missing
+	slow     map[*sandbox]bool // kernels whose last check timed out
+	started  bool
 }
 
 // PoolStatus is how full a language's warm pool is.
@@ -38,7 +41,7 @@ const poolRetry = 30 * time.Second
 
 func newPool(m *Manager, lang Language, size int) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pool{m: m, lang: lang, size: size, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	return &pool{m: m, lang: lang, size: size, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{}), slow: map[*sandbox]bool{}}
 }
 
 func (p *pool) start() {
@@ -49,46 +52,78 @@ func (p *pool) start() {
 }
 
 // take returns a ready kernel, or nil when there is none (or p is nil).
-// A kernel whose container stopped, or that does not answer at once, is
-// removed and the next one tried.
+// A kernel whose container stopped, or whose kernel is gone, is removed
+// and the next one tried. One that is merely slow to answer, and every
+// kernel checked for a request that has ended, goes back to the pool: a
+// cancelled request or a loaded host says nothing against the kernel.
 func (p *pool) take(ctx context.Context) *sandbox {
 	if p == nil {
 		return nil
 	}
 	defer p.signal()
-	for {
+	for ctx.Err() == nil {
 		p.mu.Lock()
 		if len(p.ready) == 0 {
 			p.mu.Unlock()
-			p.m.metrics.poolTakes.WithLabelValues(p.lang.Name, "miss").Inc()
-			return nil
+			break
 		}
 		s := p.ready[0]
 		p.ready = p.ready[1:]
+		p.checking++
 		p.m.metrics.poolReady.WithLabelValues(p.lang.Name).Set(float64(len(p.ready)))
 		p.mu.Unlock()
 
-		if p.healthy(ctx, s) {
+		err := p.check(ctx, s)
+		p.mu.Lock()
+		p.checking--
+		// Slow once is a loaded host; slow twice running, a stuck kernel.
+		slow := err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) && !p.slow[s]
+		keep := (ctx.Err() != nil || slow) && p.ctx.Err() == nil
+		if keep {
+			// Back to the front: it is still the oldest.
+			p.ready = append([]*sandbox{s}, p.ready...)
+			p.m.metrics.poolReady.WithLabelValues(p.lang.Name).Set(float64(len(p.ready)))
+		}
+		if slow {
+			p.slow[s] = true
+		} else {
+			delete(p.slow, s)
+		}
+		p.mu.Unlock()
+		switch {
+		case keep:
+			if slow {
+				p.m.log.Warn("a pooled kernel is slow to answer; leaving it in the pool", "context_id", s.info.ID, "language", p.lang.Name)
+			}
+			p.m.metrics.poolTakes.WithLabelValues(p.lang.Name, "miss").Inc()
+			return nil
+		case err == nil && ctx.Err() == nil:
 			p.m.metrics.poolTakes.WithLabelValues(p.lang.Name, "hit").Inc()
 			s.info.Pooled = true
 			return s
 		}
-		p.m.log.Warn("discarding a pooled kernel that does not answer", "context_id", s.info.ID, "language", p.lang.Name)
+		p.m.log.Warn("discarding a pooled kernel that does not answer", "context_id", s.info.ID, "language", p.lang.Name, "error", err)
 		go p.m.remove(s)
 	}
+	p.m.metrics.poolTakes.WithLabelValues(p.lang.Name, "miss").Inc()
+	return nil
 }
 
-// healthy checks that a pooled kernel's container runs and its kernel
-// answers a kernel_info_request promptly.
-func (p *pool) healthy(ctx context.Context, s *sandbox) bool {
+// poolCheckTimeout bounds the check of a pooled kernel: a kernel busy
+// with nothing answers in milliseconds, but a loaded host can take seconds.
+const poolCheckTimeout = 5 * time.Second
+
+// check checks that a pooled kernel's container runs and its kernel
+// answers a kernel_info_request.
+func (p *pool) check(ctx context.Context, s *sandbox) error {
 	select {
 	case <-s.stopped:
-		return false
+		return errors.New("its container stopped")
 	default:
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	ctx, cancel := context.WithTimeout(ctx, poolCheckTimeout)
 	defer cancel()
-	return s.kernel.Ready(ctx) == nil
+	return s.kernel.Ready(ctx)
 }
 
 func (p *pool) signal() {
@@ -112,7 +147,7 @@ func (p *pool) fill() {
 	for {
 		p.expire()
 		p.mu.Lock()
-		missing := len(p.ready) < p.size
+		missing := len(p.ready)+p.checking < p.size
 		p.mu.Unlock()
 		if missing {
 			// Not under p.ctx: closing the pool waits for this boot rather
@@ -171,6 +206,7 @@ func (p *pool) expire() {
 	var old []*sandbox
 	for len(p.ready) > 0 && time.Since(p.ready[0].booted) > p.m.cfg.PoolMaxAge {
 		old = append(old, p.ready[0])
+		delete(p.slow, p.ready[0])
 		p.ready = p.ready[1:]
 	}
 	p.mu.Unlock()
@@ -191,6 +227,7 @@ func (p *pool) close() {
 	p.mu.Lock()
 	all := p.ready
 	p.ready = nil
+	clear(p.slow)
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, s := range all {

@@ -53,7 +53,7 @@ type Runtime interface {
 	Ping(ctx context.Context) error
 	// Exec runs a process in the running container, beside its kernel, and
 	// returns its exit code once it has ended and its output is copied.
-	// When ctx ends, Exec stops copying and returns ctx's error; the
-	// process itself is not killed, so commands bound their own run time.
+	// When ctx ends first, Exec kills the process and its process group,
+	// and returns ctx's error: the engine itself would let it run on.
 	Exec(ctx context.Context, inst Instance, spec ExecSpec) (exitCode int, err error)
 }

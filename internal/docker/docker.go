@@ -219,6 +219,7 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 		Name: name,
 		Config: &container.Config{
 			Image:  spec.Image,
+			User:   contexts.ContextUser, // an image without USER would run as root
 			Env:    []string{"JUPYTER_TOKEN=" + spec.Token},
 			Labels: labels,
 		},
@@ -261,10 +262,15 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 }
 
 // socketDir returns inst's socket directory, as its label names it, if it
-// is one of this daemon's: a label is never trusted to name another path.
+// is the one Start makes: the directory named by the context id, in
+// SocketDir. A label is never trusted to name another path: Remove deletes
+// it, and /run/sandboxd/.. would be /run.
 func (r *Runtime) socketDir(inst contexts.Instance) (string, bool) {
-	dir := inst.Labels[labelSocketDir]
-	return dir, dir != "" && filepath.Dir(dir) == filepath.Clean(r.cfg.SocketDir)
+	dir, id := inst.Labels[labelSocketDir], inst.Labels[labelContextID]
+	if id == "" || id == "." || id == ".." || strings.ContainsRune(id, '/') {
+		return dir, false
+	}
+	return dir, dir == filepath.Join(r.cfg.SocketDir, id)
 }
 
 // Seal makes the socket directory read-only to the container: the server

@@ -1,10 +1,12 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
@@ -15,11 +17,64 @@ import (
 	"github.com/sandboxd/sandboxd/internal/contexts"
 )
 
+// execPreamble starts every exec: it reports the process's pid, then
+// becomes the command. The engine makes each exec's process lead a session
+// and process group of its own, and has no call to stop an exec, so the pid
+// is what lets Exec kill one whose caller gave up, with all it started.
+const execPreamble = `printf '%s\000' "$$" && exec "$@"`
+
+// killGroup kills the process group of pid, or pid alone where it leads
+// none. It is the shell's kill, as the images have no kill binary, and
+// dash's takes no --.
+const killGroup = `kill -KILL -"$1" 2>/dev/null || kill -KILL "$1"`
+
 // Exec runs a process in the container through the engine's exec API, so
 // it works with the container's network off, and runs under the
 // container's own limits. Output is copied as it arrives, never held
-// whole, so files of any size pass through.
+// whole, so files of any size pass through. When ctx ends first, the
+// process and its process group are killed before Exec returns.
 func (r *Runtime) Exec(ctx context.Context, inst contexts.Instance, spec contexts.ExecSpec) (int, error) {
+	out := &pidWriter{w: orDiscard(spec.Stdout)}
+	raw := spec
+	raw.Cmd = append([]string{"sh", "-c", execPreamble, "sandboxd-exec"}, spec.Cmd...)
+	raw.Stdout = out
+	execID, code, err := r.exec(ctx, inst, raw)
+	if err != nil && ctx.Err() != nil && execID != "" {
+		if kerr := r.kill(inst, spec.User, execID, out.pid); kerr != nil {
+			err = errors.Join(err, kerr)
+		}
+	}
+	return code, err
+}
+
+// kill kills an exec's process group, unless the exec has ended. pid is 0
+// when the exec was abandoned before it said its pid: it is then left to
+// end by itself, its output going nowhere.
+func (r *Runtime) kill(inst contexts.Instance, user, execID string, pid int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := r.cli.ExecInspect(ctx, execID, client.ExecInspectOptions{})
+	switch {
+	case err != nil:
+		return translate(err, "inspect exec "+execID)
+	case !res.Running:
+		return nil
+	case pid <= 0:
+		return fmt.Errorf("exec in %s: abandoned before it said its pid, so not killed", inst.ContainerID)
+	}
+	_, code, err := r.exec(ctx, inst, contexts.ExecSpec{Cmd: []string{"sh", "-c", killGroup, "sh", strconv.Itoa(pid)}, User: user})
+	if err == nil && code != 0 {
+		err = fmt.Errorf("kill exited with %d", code)
+	}
+	if err != nil {
+		return fmt.Errorf("kill abandoned exec in %s: %w", inst.ContainerID, err)
+	}
+	return nil
+}
+
+// exec runs spec as is and returns the exec's id, once it is made, with
+// what Exec returns.
+func (r *Runtime) exec(ctx context.Context, inst contexts.Instance, spec contexts.ExecSpec) (string, int, error) {
 	created, err := r.cli.ExecCreate(ctx, inst.ContainerID, client.ExecCreateOptions{
 		User:         spec.User,
 		AttachStdin:  spec.Stdin != nil,
@@ -31,14 +86,14 @@ func (r *Runtime) Exec(ctx context.Context, inst contexts.Instance, spec context
 	})
 	if cerrdefs.IsConflict(err) {
 		// The container stopped before its watcher said so.
-		return 0, &contexts.Error{Code: contexts.CodeContextDead, Message: "the context's container has stopped; delete it and create a new one", Err: err}
+		return "", 0, &contexts.Error{Code: contexts.CodeContextDead, Message: "the context's container has stopped; delete it and create a new one", Err: err}
 	}
 	if err != nil {
-		return 0, translate(err, "create exec in "+inst.ContainerID)
+		return "", 0, translate(err, "create exec in "+inst.ContainerID)
 	}
 	att, err := r.cli.ExecAttach(ctx, created.ID, client.ExecAttachOptions{})
 	if err != nil {
-		return 0, translate(err, "start exec in "+inst.ContainerID)
+		return created.ID, 0, translate(err, "start exec in "+inst.ContainerID)
 	}
 	// Closing the connection is the only way to stop copying: a read
 	// blocked on it does not watch ctx.
@@ -66,12 +121,49 @@ func (r *Runtime) Exec(ctx context.Context, inst contexts.Instance, spec context
 	// that it is not read after Exec returns.
 	stdin.Wait()
 	if ctx.Err() != nil {
-		return 0, fmt.Errorf("exec in %s: %w", inst.ContainerID, ctx.Err())
+		return created.ID, 0, fmt.Errorf("exec in %s: %w", inst.ContainerID, ctx.Err())
 	}
 	if copyErr != nil {
-		return 0, fmt.Errorf("copy output of exec in %s: %w", inst.ContainerID, copyErr)
+		return created.ID, 0, fmt.Errorf("copy output of exec in %s: %w", inst.ContainerID, copyErr)
 	}
-	return r.execExitCode(ctx, created.ID)
+	code, err := r.execExitCode(ctx, created.ID)
+	return created.ID, code, err
+}
+
+// pidWriter takes the pid execPreamble writes, up to a NUL, off the
+// front of a stream, and passes the rest to w.
+type pidWriter struct {
+	w    io.Writer
+	head []byte
+	done bool
+	pid  int
+}
+
+func (p *pidWriter) Write(b []byte) (int, error) {
+	if p.done {
+		return p.w.Write(b)
+	}
+	n := len(b)
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		if len(p.head)+len(b) > 20 {
+			return 0, errors.New("exec output did not start with its pid")
+		}
+		p.head = append(p.head, b...)
+		return n, nil
+	}
+	p.head = append(p.head, b[:i]...)
+	pid, err := strconv.Atoi(string(p.head))
+	if err != nil {
+		return 0, fmt.Errorf("exec output did not start with its pid: %q", p.head)
+	}
+	p.pid, p.done = pid, true
+	if rest := b[i+1:]; len(rest) > 0 {
+		if _, err := p.w.Write(rest); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 // execExitCode waits for the engine to record the exec's end. Its output
