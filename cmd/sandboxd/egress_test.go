@@ -64,10 +64,13 @@ def fetch(url):
 // HTTP and HTTPS through the daemon's proxy, and nothing else: not the
 // host's services, not cloud metadata, not the network directly.
 func TestEgress(t *testing.T) {
-	d := startDaemon(t, "--allow-egress")
 	loopbackURL := hostService(t, "127.0.0.1:0")
 	_, loopbackPort, _ := strings.Cut(strings.TrimPrefix(loopbackURL, "http://"), ":")
 	hostURL := hostService(t, hostAddress(t)+":0")
+	_, hostPort, _ := strings.Cut(strings.TrimPrefix(hostURL, "http://"), ":")
+	// The host services' ports are allowed, so that it is their addresses
+	// that are refused.
+	d := startDaemon(t, "--allow-egress", "--egress-ports", "80,443,"+loopbackPort+","+hostPort)
 
 	var c struct {
 		contextJSON
@@ -86,9 +89,13 @@ func TestEgress(t *testing.T) {
 		{"loopback", loopbackURL, "URLError"},
 		// Through the proxy, the host's loopback is refused.
 		{"host loopback", "http://[::ffff:127.0.0.1]:" + loopbackPort + "/", "403 sandboxd: egress to "},
-		{"host address", hostURL, "403 sandboxd: egress to "},
+		// Refused as one of the engine host's addresses, read from the
+		// host itself, as it would be from a daemon in a container.
+		{"host address", hostURL, "403 sandboxd: egress to " + hostAddress(t) + " refused: " + hostAddress(t) + " is in " + hostAddress(t) + "/32"},
 		{"metadata", "http://169.254.169.254/latest/meta-data/", "403 sandboxd: egress to 169.254.169.254"},
 		{"private", "http://10.0.0.1/", "403 sandboxd: egress to 10.0.0.1"},
+		// Only the ports of --egress-ports: no mail, no SSH.
+		{"port 25", "http://deb.debian.org:25/", "403 sandboxd: egress to deb.debian.org:25 refused: port 25 is not allowed"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := d.execute(t, id, fmt.Sprintf("print(fetch(%q))", tt.url), 60)
@@ -97,6 +104,23 @@ func TestEgress(t *testing.T) {
 			}
 		})
 	}
+	t.Run("CONNECT ports", func(t *testing.T) {
+		code := `import http.client
+def tunnel(target):
+    c = http.client.HTTPConnection("127.0.0.1", 3128, timeout=20)
+    c.request("CONNECT", target, headers={"Host": target})
+    r = c.getresponse()
+    body = r.read().decode() if r.status != 200 else ""
+    c.close()
+    return f"{r.status} {body}".strip()
+print(tunnel("deb.debian.org:443"))
+print(tunnel("deb.debian.org:22"))`
+		e := d.execute(t, id, code, 60)
+		want := "200\n403 sandboxd: egress to deb.debian.org:22 refused: port 22 is not allowed (allowed: 80, 443, " + loopbackPort + ", " + hostPort + ")\n"
+		if e.Output.Stdout != want {
+			t.Errorf("CONNECT to 443 and 22: %q (stderr %q), want %q", e.Output.Stdout, e.Output.Stderr, want)
+		}
+	})
 	t.Run("no direct connection", func(t *testing.T) {
 		e := d.execute(t, id, "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=3)\nexcept OSError as e:\n    print(type(e).__name__)", 30)
 		if e.Output.Stdout != "OSError\n" {
