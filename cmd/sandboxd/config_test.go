@@ -65,3 +65,34 @@ func TestNetworkFlag(t *testing.T) {
 		t.Error("SANDBOXD_NETWORK=host: no error")
 	}
 }
+
+func TestEgressFlags(t *testing.T) {
+	for _, tt := range []struct {
+		args  []string
+		env   map[string]string
+		ports string
+		max   int
+		deny  string
+		bad   bool
+	}{
+		{ports: "80,443", max: 64},
+		{args: []string{"--egress-ports", "443, 8443"}, ports: "443,8443", max: 64},
+		{env: map[string]string{"SANDBOXD_EGRESS_PORTS": "80", "SANDBOXD_EGRESS_MAX_CONNS": "8"}, ports: "80", max: 8},
+		{args: []string{"--egress-deny", "203.0.113.7, 198.51.100.9/24,2001:db8::1"}, ports: "80,443", max: 64, deny: "203.0.113.7/32,198.51.100.0/24,2001:db8::1/128"},
+		{args: []string{"--egress-ports", "0"}, bad: true},
+		{args: []string{"--egress-ports", "70000"}, bad: true},
+		{args: []string{"--egress-ports", "http"}, bad: true},
+		{args: []string{"--egress-ports", ""}, bad: true},
+		{args: []string{"--egress-max-conns", "0"}, bad: true},
+		{args: []string{"--egress-deny", "example.com"}, bad: true},
+	} {
+		c, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+		switch {
+		case tt.bad && err == nil:
+			t.Errorf("%v %v: no error", tt.args, tt.env)
+		case tt.bad:
+		case err != nil || c.EgressPorts.String() != tt.ports || c.EgressMaxConns != tt.max || c.EgressDeny.String() != tt.deny:
+			t.Errorf("%v %v: ports %v, max %d, deny %v, %v; want %s, %d, %s", tt.args, tt.env, &c.EgressPorts, c.EgressMaxConns, &c.EgressDeny, err, tt.ports, tt.max, tt.deny)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -54,6 +55,9 @@ type config struct {
 	Network        string
 	Runtime        string
 	AllowEgress    bool
+	EgressPorts    portList
+	EgressMaxConns int
+	EgressDeny     prefixList
 	Memory         byteSize
 	CPUs           float64
 	Pids           int64
@@ -153,10 +157,69 @@ func (p *poolSizes) Set(s string) error {
 	return nil
 }
 
+// portList is a flag value such as 80,443.
+type portList []uint16
+
+func (p *portList) String() string {
+	s := make([]string, len(*p))
+	for i, port := range *p {
+		s[i] = strconv.Itoa(int(port))
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *portList) Set(s string) error {
+	ports := portList{}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(part, 10, 16)
+		if err != nil || n == 0 {
+			return fmt.Errorf("%q is not a port", part)
+		}
+		ports = append(ports, uint16(n))
+	}
+	*p = ports
+	return nil
+}
+
+// prefixList is a flag value such as 203.0.113.7,198.51.100.0/24: ranges
+// in CIDR form, or single addresses.
+type prefixList []netip.Prefix
+
+func (p *prefixList) String() string {
+	s := make([]string, len(*p))
+	for i, prefix := range *p {
+		s[i] = prefix.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *prefixList) Set(s string) error {
+	prefixes := prefixList{}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(part)
+		if err != nil {
+			ip, aerr := netip.ParseAddr(part)
+			if aerr != nil {
+				return fmt.Errorf("%q is neither an address nor a CIDR range", part)
+			}
+			prefix = netip.PrefixFrom(ip, ip.BitLen())
+		}
+		prefixes = append(prefixes, prefix.Masked())
+	}
+	*p = prefixes
+	return nil
+}
+
 // parseConfig reads flags, then fills every flag not given from its
 // environment variable: --max-timeout from SANDBOXD_MAX_TIMEOUT, and so on.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{WorkspaceSize: -1, Memory: 1 << 30, TmpSize: 256 << 20, MaxFileSize: 1 << 30, MaxOutput: 10 << 20, MaxBody: 10 << 20, Pool: poolSizes{"python": 2}}
+	c := config{EgressPorts: portList(egress.DefaultPorts), WorkspaceSize: -1, Memory: 1 << 30, TmpSize: 256 << 20, MaxFileSize: 1 << 30, MaxOutput: 10 << 20, MaxBody: 10 << 20, Pool: poolSizes{"python": 2}}
 	fs := flag.NewFlagSet("sandboxd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address to serve HTTP on")
@@ -168,6 +231,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.Network, "network", "none", "network of context containers: none, or the name of a user-defined network (docker network create), which every context then reaches unfiltered; host, bridge, default and container:<id> are refused")
 	fs.StringVar(&c.Runtime, "runtime", "", "OCI runtime of context containers as registered in the engine: empty for its default (runc), runsc for gVisor")
 	fs.BoolVar(&c.AllowEgress, "allow-egress", false, `let contexts created with "network": true reach the public internet over HTTP(S), through a proxy in the daemon that refuses private, loopback and link-local addresses`)
+	fs.Var(&c.EgressPorts, "egress-ports", "ports a context may connect to through the egress proxy, comma-separated; others are refused with 403")
+	fs.IntVar(&c.EgressMaxConns, "egress-max-conns", egress.DefaultMaxConns, "most connections a context may have open through the egress proxy at once (tunnels, requests and idle kept-alive ones); more are refused with 429")
+	fs.Var(&c.EgressDeny, "egress-deny", "addresses or CIDR ranges the egress proxy refuses besides private ones, comma-separated: e.g. the host's public address where a router forwards it back, or the host's addresses when they cannot be read")
 	fs.Var(&c.Memory, "memory", "memory limit of a context, /tmp included")
 	fs.Float64Var(&c.CPUs, "cpus", 1, "CPU limit of a context, in cores")
 	fs.Int64Var(&c.Pids, "pids", 256, "process limit of a context")
@@ -226,6 +292,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, errors.New("--default-timeout must be positive and no more than --max-timeout")
 	case c.TmpSize >= c.Memory:
 		return c, errors.New("--tmp-size must be less than --memory: /tmp counts against it")
+	case c.EgressMaxConns < 1:
+		return c, errors.New("--egress-max-conns must be at least 1")
+	case len(c.EgressPorts) == 0:
+		return c, errors.New("--egress-ports must name a port; leave out --allow-egress to give contexts no network")
 	}
 	if err := checkNetwork(c.Network); err != nil {
 		return c, err
@@ -341,7 +411,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	var egressProxy *egress.Proxy
 	if cfg.AllowEgress {
-		egressProxy = &egress.Proxy{Logger: log}
+		egressProxy = &egress.Proxy{Logger: log, Ports: cfg.EgressPorts, MaxConns: cfg.EgressMaxConns}
 	}
 	rt, err := docker.New(docker.Config{
 		Owner:         cfg.Name,
@@ -371,6 +441,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("cannot check the runtime: the Docker engine is not answering", "runtime", cfg.Runtime)
 	} else if err != nil {
 		return err
+	}
+	if egressProxy != nil {
+		// The proxy refuses its own interfaces' addresses, but in a
+		// container those are not the engine host's: read the host's too.
+		egressProxy.Deny = func() []netip.Prefix { return slices.Concat(cfg.EgressDeny, rt.HostAddrs()) }
+		if err := rt.WatchHostAddrs(cfg.Image, 5*time.Minute, log); err != nil {
+			log.Warn("egress: cannot read the Docker engine host's addresses, so where sandboxd runs in a container contexts may reach the host's public ones; list them with --egress-deny", "error", err)
+		} else {
+			log.Info("egress refuses the Docker engine host's addresses", "addrs", fmt.Sprint(rt.HostAddrs()))
+		}
 	}
 
 	langs := []contexts.Language{contexts.Python(cfg.Image), contexts.R(cfg.RImage), contexts.Bash(cfg.BashImage)}

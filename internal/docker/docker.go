@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -113,6 +115,11 @@ type Runtime struct {
 
 	egressMu sync.Mutex
 	egress   map[string]net.Listener // by context id: where its proxy is served
+
+	hostAddrs atomic.Pointer[[]netip.Prefix] // the engine host's, for egress
+	watching  context.Context                // ends at Close: stops watchers
+	stopWatch context.CancelFunc
+	watchers  sync.WaitGroup
 }
 
 var _ contexts.Runtime = (*Runtime)(nil)
@@ -128,6 +135,8 @@ func New(cfg Config) (*Runtime, error) {
 
 // Close stops serving egress and releases the client.
 func (r *Runtime) Close() error {
+	r.stopWatch()
+	r.watchers.Wait()
 	r.egressMu.Lock()
 	for id, l := range r.egress {
 		l.Close()
@@ -435,5 +444,6 @@ func Connect(cfg Config) (*Runtime, error) {
 	if cfg.Network == "" {
 		cfg.Network = "none"
 	}
-	return &Runtime{cli: cli, cfg: cfg, seccomp: profile, egress: map[string]net.Listener{}}, nil
+	watching, stopWatch := context.WithCancel(context.Background())
+	return &Runtime{cli: cli, cfg: cfg, seccomp: profile, egress: map[string]net.Listener{}, watching: watching, stopWatch: stopWatch}, nil
 }

@@ -6,6 +6,7 @@
 package egress
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,7 +16,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,13 +84,30 @@ func defaultAllow(ip netip.Addr) bool {
 	return true
 }
 
+// DefaultPorts are the ports a context may reach when Proxy.Ports is nil:
+// HTTP and HTTPS, not mail, SSH or databases.
+var DefaultPorts = []uint16{80, 443}
+
+// DefaultMaxConns is Proxy.MaxConns when it is 0.
+const DefaultMaxConns = 64
+
 // Proxy serves HTTP proxy requests: CONNECT host:port (tunnels, for HTTPS) and
 // absolute-form requests (GET http://host/path) for plain HTTP.
 type Proxy struct {
 	Logger *slog.Logger // nil: slog.Default()
 	// Allow decides which resolved addresses may be dialed; nil means
 	// Allowed and not one of this host's own interface addresses.
-	Allow       func(netip.Addr) bool
+	Allow func(netip.Addr) bool
+	// Deny returns more ranges to refuse, whatever Allow says: the Docker
+	// engine's host's own addresses, which are not this process's when it
+	// runs in a container. It is called at each check; nil: none.
+	Deny func() []netip.Prefix
+	// Ports a context may connect to; nil: DefaultPorts.
+	Ports []uint16
+	// MaxConns bounds a context's upstream connections (tunnels, requests
+	// in flight and idle kept-alive ones); past it requests get 429 at
+	// once. 0: DefaultMaxConns.
+	MaxConns    int
 	Resolver    *net.Resolver // nil: net.DefaultResolver
 	DialTimeout time.Duration // bounds resolving and dialing together; 0: 10s
 }
@@ -117,6 +137,7 @@ type session struct {
 	id        string
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
+	conns     chan struct{} // a slot per upstream connection, dialing or open
 
 	mu     sync.Mutex
 	closed bool           // Serve has returned: handle nothing more
@@ -140,6 +161,13 @@ func (p *Proxy) Serve(l net.Listener, contextID string) error {
 	if s.p.DialTimeout == 0 {
 		s.p.DialTimeout = 10 * time.Second
 	}
+	if s.p.Ports == nil {
+		s.p.Ports = DefaultPorts
+	}
+	if s.p.MaxConns <= 0 {
+		s.p.MaxConns = DefaultMaxConns
+	}
+	s.conns = make(chan struct{}, s.p.MaxConns)
 	// Proxy stays nil: never chain through the daemon's own proxy settings.
 	s.transport = &http.Transport{
 		DialContext:        func(ctx context.Context, _, addr string) (net.Conn, error) { return s.dial(ctx, addr) },
@@ -157,6 +185,7 @@ func (p *Proxy) Serve(l net.Listener, contextID string) error {
 	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute, // a client's idle keep-alive connection
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          slog.NewLogLogger(s.p.Logger.Handler(), slog.LevelDebug),
 	}
@@ -205,7 +234,7 @@ func (s *session) dial(ctx context.Context, hostport string) (net.Conn, error) {
 	case e == nil:
 		log.Info("egress allowed", "addr", conn.RemoteAddr().String())
 		return conn, nil
-	case e.status == http.StatusForbidden:
+	case e.status == http.StatusForbidden || e.status == http.StatusTooManyRequests:
 		log.Info("egress refused", "reason", e.msg)
 	default:
 		log.Info("egress failed", "reason", e.msg)
@@ -219,6 +248,74 @@ func (s *session) dialChecked(ctx context.Context, hostport string) (net.Conn, *
 	if err != nil || perr != nil || host == "" || port == 0 {
 		return nil, &egressError{http.StatusBadRequest, fmt.Sprintf("bad target %q: want host:port", hostport)}
 	}
+	if !slices.Contains(s.p.Ports, uint16(port)) {
+		return nil, &egressError{http.StatusForbidden, fmt.Sprintf("egress to %s refused: port %d is not allowed (allowed: %s)", hostport, port, portList(s.p.Ports))}
+	}
+	release, ok := s.acquire()
+	if !ok {
+		return nil, &egressError{http.StatusTooManyRequests, fmt.Sprintf("egress to %s refused: this context has %d connections open, the most it may", hostport, s.p.MaxConns)}
+	}
+	conn, e := s.dialAllowed(ctx, host, uint16(port))
+	if e != nil {
+		release()
+		return nil, e
+	}
+	return &slotConn{TCPConn: conn, release: sync.OnceFunc(release)}, nil
+}
+
+// acquire takes a connection slot, without waiting. When none is free it
+// drops the idle kept-alive connections, which hold slots, and tries once
+// more.
+func (s *session) acquire() (release func(), ok bool) {
+	release = func() { <-s.conns }
+	for range 2 {
+		select {
+		case s.conns <- struct{}{}:
+			return release, true
+		default:
+			s.transport.CloseIdleConnections()
+		}
+	}
+	return nil, false
+}
+
+// slotConn is an upstream connection that gives its slot back when closed.
+// It embeds *net.TCPConn so that tunnels can still shut one direction.
+type slotConn struct {
+	*net.TCPConn
+	release func()
+}
+
+func (c *slotConn) Close() error {
+	err := c.TCPConn.Close()
+	c.release()
+	return err
+}
+
+func portList(ports []uint16) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ", ")
+}
+
+// denied returns the range of Deny that holds ip, if any.
+func (s *session) denied(ip netip.Addr) (netip.Prefix, bool) {
+	if s.p.Deny == nil {
+		return netip.Prefix{}, false
+	}
+	for _, p := range s.p.Deny() {
+		if p.Contains(ip) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// dialAllowed resolves host, checks the addresses and dials port on the
+// first allowed one that answers.
+func (s *session) dialAllowed(ctx context.Context, host string, port uint16) (*net.TCPConn, *egressError) {
 	ctx, cancel := context.WithTimeout(ctx, s.p.DialTimeout)
 	defer cancel()
 	var ips []netip.Addr
@@ -228,22 +325,28 @@ func (s *session) dialChecked(ctx context.Context, hostport string) (net.Conn, *
 		return nil, &egressError{http.StatusBadGateway, fmt.Sprintf("cannot resolve %s", host)}
 	}
 	var allowed []netip.Addr
+	why := ""
 	for i, ip := range ips {
 		ips[i] = ip.Unmap() // the resolver may hand back IPv4 as ::ffff:a.b.c.d
-		if s.p.Allow(ips[i]) {
+		if p, ok := s.denied(ips[i]); ok {
+			why = cmp.Or(why, fmt.Sprintf("%s is in %s, which is denied (the Docker engine's host, or --egress-deny)", ips[i], p))
+		} else if s.p.Allow(ips[i]) {
 			allowed = append(allowed, ips[i])
 		}
 	}
 	if len(allowed) == 0 {
-		return nil, &egressError{http.StatusForbidden, fmt.Sprintf("egress to %s refused: %s is not a public address", host, ips[0])}
+		why = cmp.Or(why, fmt.Sprintf("%s is not a public address", ips[0]))
+		return nil, &egressError{http.StatusForbidden, fmt.Sprintf("egress to %s refused: %s", host, why)}
 	}
 	var d net.Dialer
+	var err error
 	for _, ip := range allowed {
 		var c net.Conn
-		if c, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(ip, uint16(port)).String()); err == nil {
-			return c, nil
+		if c, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(ip, port).String()); err == nil {
+			return c.(*net.TCPConn), nil
 		}
 	}
+	hostport := net.JoinHostPort(host, strconv.Itoa(int(port)))
 	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
 		return nil, &egressError{http.StatusGatewayTimeout, fmt.Sprintf("timed out connecting to %s", hostport)}
 	}

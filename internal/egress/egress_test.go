@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -144,9 +145,15 @@ func upstream(t *testing.T) *httptest.Server {
 
 func loopbackToo(ip netip.Addr) bool { return ip.IsLoopback() || Allowed(ip) }
 
+// portOf returns the port of a listener's address, for Proxy.Ports.
+func portOf(t *testing.T, l net.Listener) []uint16 {
+	t.Helper()
+	return []uint16{uint16(l.Addr().(*net.TCPAddr).Port)}
+}
+
 func TestRefusesLoopback(t *testing.T) {
 	srv := upstream(t)
-	sock, _, _ := serveProxy(t, &Proxy{})
+	sock, _, _ := serveProxy(t, &Proxy{Ports: portOf(t, srv.Listener)})
 	host := srv.Listener.Addr().String()
 	want := "sandboxd: egress to 127.0.0.1 refused: 127.0.0.1 is not a public address"
 
@@ -164,7 +171,7 @@ func TestRefusesLoopback(t *testing.T) {
 
 func TestAllowedLoopback(t *testing.T) {
 	srv := upstream(t)
-	sock, _, _ := serveProxy(t, &Proxy{Allow: loopbackToo})
+	sock, _, _ := serveProxy(t, &Proxy{Allow: loopbackToo, Ports: portOf(t, srv.Listener)})
 
 	status, body := get(t, proxyClient(t, sock), srv.URL+"/plain")
 	if status != http.StatusOK || body != "hello from upstream /plain" {
@@ -201,7 +208,7 @@ func TestRefusesMetadata(t *testing.T) {
 
 func TestRefusesNameOfLoopback(t *testing.T) {
 	srv := upstream(t)
-	sock, _, _ := serveProxy(t, &Proxy{})
+	sock, _, _ := serveProxy(t, &Proxy{Ports: portOf(t, srv.Listener)})
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
 	status, body := get(t, proxyClient(t, sock), fmt.Sprintf("http://localhost:%d/", port))
 	if status != http.StatusForbidden || !strings.Contains(body, "egress to localhost refused") {
@@ -252,7 +259,7 @@ func TestTunnelHalfClose(t *testing.T) {
 		fmt.Fprintf(c, "got %q", b)
 	}()
 
-	sock, _, _ := serveProxy(t, &Proxy{Allow: loopbackToo})
+	sock, _, _ := serveProxy(t, &Proxy{Allow: loopbackToo, Ports: portOf(t, ul)})
 	c, br, resp := connect(t, sock, ul.Addr().String())
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("CONNECT: %s", resp.Status)
@@ -284,7 +291,7 @@ func TestCloseCutsTunnels(t *testing.T) {
 		}
 	}()
 
-	sock, l, done := serveProxy(t, &Proxy{Allow: loopbackToo})
+	sock, l, done := serveProxy(t, &Proxy{Allow: loopbackToo, Ports: portOf(t, ul)})
 	c, br, resp := connect(t, sock, ul.Addr().String())
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("CONNECT: %s", resp.Status)
@@ -305,6 +312,138 @@ func TestCloseCutsTunnels(t *testing.T) {
 		t.Errorf("tunnel still open after Serve returned")
 	} else if err == nil {
 		t.Errorf("read a byte from a silent upstream")
+	}
+}
+
+// Only the ports of Proxy.Ports (80 and 443 unless set) are dialed; others
+// are refused before any lookup or connection.
+func TestRefusesPorts(t *testing.T) {
+	var dialed atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dialed.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	host := srv.Listener.Addr().String()
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	sock, _, _ := serveProxy(t, &Proxy{Allow: loopbackToo})
+	want := fmt.Sprintf("port %d is not allowed (allowed: 80, 443)", port)
+
+	status, body := get(t, proxyClient(t, sock), srv.URL+"/x")
+	if status != http.StatusForbidden || !strings.Contains(body, want) {
+		t.Errorf("GET: %d %q, want 403 %q", status, body, want)
+	}
+	_, _, resp := connect(t, sock, host)
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(b), want) {
+		t.Errorf("CONNECT: %d %q, want 403 %q", resp.StatusCode, b, want)
+	}
+	for _, target := range []string{"nosuchhost.invalid:25", "deb.debian.org:22", "[2606:4700:4700::1111]:25"} {
+		_, _, resp = connect(t, sock, target)
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("CONNECT %s: %s, want 403 before resolving", target, resp.Status)
+		}
+	}
+	if n := dialed.Load(); n != 0 {
+		t.Errorf("the upstream got %d connections", n)
+	}
+
+	// Allowed once listed.
+	sock, _, _ = serveProxy(t, &Proxy{Allow: loopbackToo, Ports: []uint16{443, uint16(port)}})
+	if status, body := get(t, proxyClient(t, sock), srv.URL+"/x"); status != http.StatusOK {
+		t.Errorf("GET with the port allowed: %d %q", status, body)
+	}
+}
+
+// Deny refuses addresses that Allow would let through: the engine host's.
+func TestDeny(t *testing.T) {
+	srv := upstream(t)
+	deny := func() []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")} }
+	sock, _, _ := serveProxy(t, &Proxy{Allow: loopbackToo, Deny: deny, Ports: portOf(t, srv.Listener)})
+	want := "egress to 127.0.0.1 refused: 127.0.0.1 is in 127.0.0.1/32, which is denied"
+	if status, body := get(t, proxyClient(t, sock), srv.URL+"/x"); status != http.StatusForbidden || !strings.Contains(body, want) {
+		t.Errorf("GET: %d %q, want 403 %q", status, body, want)
+	}
+	_, _, resp := connect(t, sock, srv.Listener.Addr().String())
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("CONNECT: %s, want 403", resp.Status)
+	}
+}
+
+// A context holds at most MaxConns upstream connections; past that it gets
+// 429 at once, and a slot comes back when a tunnel ends.
+func TestMaxConns(t *testing.T) {
+	// An upstream that holds each connection until the client ends it.
+	ul, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	go func() {
+		for {
+			c, err := ul.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	const max = 4
+	sock, _, _ := serveProxy(t, &Proxy{Allow: loopbackToo, Ports: portOf(t, ul), MaxConns: max})
+	target := ul.Addr().String()
+	var tunnels []net.Conn
+	for i := range max {
+		c, _, resp := connect(t, sock, target)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("tunnel %d: %s", i+1, resp.Status)
+		}
+		c.SetDeadline(time.Time{})
+		tunnels = append(tunnels, c)
+	}
+	_, _, resp := connect(t, sock, target)
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(b), "has 4 connections open") {
+		t.Errorf("tunnel %d: %d %q, want 429", max+1, resp.StatusCode, b)
+	}
+	if status, body := get(t, proxyClient(t, sock), "http://"+target+"/"); status != http.StatusTooManyRequests {
+		t.Errorf("GET past the limit: %d %q, want 429", status, body)
+	}
+
+	tunnels[0].Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, _, resp := connect(t, sock, target)
+		if resp.StatusCode == http.StatusOK {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no slot after a tunnel closed: %s", resp.Status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Idle kept-alive upstream connections hold slots, but give them up when
+// a new connection needs one.
+func TestMaxConnsDropsIdle(t *testing.T) {
+	srv := upstream(t)
+	sock, _, _ := serveProxy(t, &Proxy{Allow: loopbackToo, Ports: portOf(t, srv.Listener), MaxConns: 1})
+	client := proxyClient(t, sock)
+	if status, body := get(t, client, srv.URL+"/a"); status != http.StatusOK {
+		t.Fatalf("GET: %d %q", status, body)
+	}
+	// The proxy keeps its connection to srv: the tunnel must take it.
+	c, br, resp := connect(t, sock, srv.Listener.Addr().String())
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT with only an idle connection open: %s", resp.Status)
+	}
+	fmt.Fprintf(c, "GET /tunnel HTTP/1.1\r\nHost: upstream\r\nConnection: close\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("through the tunnel: %v %v", resp, err)
 	}
 }
 
