@@ -22,6 +22,7 @@ var statusByCode = map[string]int{
 	contexts.CodeNotFound:            http.StatusNotFound,
 	contexts.CodeTooManyContexts:     http.StatusTooManyRequests,
 	contexts.CodeContextDead:         http.StatusGone,
+	contexts.CodeContextRecovering:   http.StatusServiceUnavailable,
 	contexts.CodeDockerUnavailable:   http.StatusServiceUnavailable,
 	contexts.CodeKernelUnavailable:   http.StatusServiceUnavailable,
 	contexts.CodeInvalidPath:         http.StatusBadRequest,
@@ -49,6 +50,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		return
 	}
 	body := errorBody(r, log, err)
+	if body.Code == contexts.CodeContextRecovering {
+		w.Header().Set("Retry-After", "2") // seconds; taking a context over takes about that
+	}
 	encode(w, statusByCode[body.Code], body)
 }
 
