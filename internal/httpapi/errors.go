@@ -63,7 +63,7 @@ func errorBody(r *http.Request, log *slog.Logger, err error) errorResponse {
 		log.Error("internal error", "method", r.Method, "path", r.URL.Path, "error", err)
 		return errorResponse{Error: "internal error", Code: contexts.CodeInternal}
 	}
-	if statusByCode[e.Code] >= 500 {
+	if statusByCode[e.Code] >= 500 && e.Code != contexts.CodeContextRecovering { // that one is expected, and passes
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "error", err)
 	}
 	return errorResponse{Error: e.Message, Code: e.Code}
