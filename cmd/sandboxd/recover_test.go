@@ -60,6 +60,7 @@ func TestRestartKeepsContexts(t *testing.T) {
 	}
 
 	second := startProcess(t, bin, owner, socketDir, addr, append(args, "--keep-contexts")...)
+	waitStatus(t, d, c.ContextID, "active") // taken over in the background
 	d.execute(t, c.ContextID, fetch, 0)
 	const probe = "import os; print(x, os.getcwd(), os.environ['A'], fetch('http://deb.debian.org/debian/'))"
 	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1 200\n" {
@@ -75,6 +76,7 @@ func TestRestartKeepsContexts(t *testing.T) {
 	second.stop(os.Interrupt)
 
 	startProcess(t, bin, owner, socketDir, addr, args...)
+	waitStatus(t, d, c.ContextID, "active")
 	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1 200\n" {
 		t.Errorf("after a stop with --keep-contexts: %+v", e)
 	}
