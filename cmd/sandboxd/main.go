@@ -477,6 +477,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IdleTTL:        cfg.IdleTTL,
 	}, log, contexts.NewMetrics(reg))
 
+	// Listen first: a daemon that cannot serve must not take over, nor
+	// remove, what a previous run left.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	// Recover only lists what the previous run left: its contexts are
+	// taken over in the background, while the daemon serves.
 	pctx, cancel := context.WithTimeout(ctx, time.Minute)
 	if err := mgr.Recover(pctx); err != nil {
 		// Keep serving: /readyz tells when the engine is back.
@@ -485,12 +493,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("could not remove the workspaces of a previous run", "error", err)
 	}
 	cancel()
-
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		mgr.Close()
-		return err
-	}
 	mgr.Start()
 	// Requests run under base, which ends after the graceful shutdown:
 	// Shutdown does not wait for websockets, so they are told this way.

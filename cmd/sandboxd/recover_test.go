@@ -3,12 +3,18 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sandboxd/sandboxd/internal/apitest"
 	"github.com/sandboxd/sandboxd/internal/docker"
@@ -54,6 +60,7 @@ func TestRestartKeepsContexts(t *testing.T) {
 	}
 
 	second := startProcess(t, bin, owner, socketDir, addr, append(args, "--keep-contexts")...)
+	waitStatus(t, d, c.ContextID, "active") // taken over in the background
 	d.execute(t, c.ContextID, fetch, 0)
 	const probe = "import os; print(x, os.getcwd(), os.environ['A'], fetch('http://deb.debian.org/debian/'))"
 	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1 200\n" {
@@ -69,6 +76,7 @@ func TestRestartKeepsContexts(t *testing.T) {
 	second.stop(os.Interrupt)
 
 	startProcess(t, bin, owner, socketDir, addr, args...)
+	waitStatus(t, d, c.ContextID, "active")
 	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1 200\n" {
 		t.Errorf("after a stop with --keep-contexts: %+v", e)
 	}
@@ -102,10 +110,113 @@ func TestRecoverIgnoresHostileSocketDirLabel(t *testing.T) {
 	}
 
 	startDaemon(t, "--pool", "python=0", "--name", owner, "--socket-dir", socketDir)
-	if err := exec.Command("docker", "inspect", name).Run(); err == nil {
-		t.Error("the container was not removed")
+	// Recovery goes on in the background once the daemon serves.
+	for deadline := time.Now().Add(time.Minute); exec.Command("docker", "inspect", name).Run() == nil; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the container was not removed")
+		}
 	}
 	if _, err := os.Stat(kept); err != nil {
 		t.Errorf("the socket dir's parent: %v", err)
+	}
+}
+
+// A daemon killed while one of its contexts runs a long cell comes back
+// serving at once; every context is listed from the start, recovering until
+// taken over, and then all of them are back with their variables, the busy
+// one included (its cell interrupted), each in its own container, none
+// removed and none left over. Recovering contexts count against
+// --max-contexts.
+func TestRestartWithBusyKernel(t *testing.T) {
+	testenv.RequireDocker(t)
+	bin := buildDaemon(t)
+	owner, socketDir, addr := testenv.Owner(t), testenv.SocketDir(t), freeAddr(t)
+	rt, err := docker.New(docker.Config{Owner: owner, SocketDir: socketDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		insts, _ := rt.List(context.Background())
+		for _, inst := range insts {
+			rt.Remove(context.Background(), inst)
+		}
+		rt.Close()
+	})
+	d := &daemon{url: "http://" + addr, validator: apitest.New(t), rt: rt}
+	const n = 6
+	args := []string{"--pool", "python=0", "--max-contexts", strconv.Itoa(n)}
+
+	first := startProcess(t, bin, owner, socketDir, addr, args...)
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = d.create(t)
+		d.execute(t, ids[i], fmt.Sprintf("x = %d", i), 0)
+	}
+	busy := ids[0]
+	go func() {
+		body := strings.NewReader(`{"code": "import time; time.sleep(100)", "timeout": 200}`)
+		if resp, err := http.Post(d.url+"/api/v1/contexts/"+busy+"/execute", "application/json", body); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitStatus(t, d, busy, "busy")
+	first.stop(syscall.SIGKILL)
+
+	start := time.Now()
+	startProcess(t, bin, owner, socketDir, addr, args...)
+	healthy := time.Since(start)
+	var list struct{ Contexts []contextJSON }
+	d.call(t, "GET", "/api/v1/contexts", nil, &list)
+	if len(list.Contexts) != n {
+		t.Errorf("%d contexts listed as the daemon starts, want %d: %+v", len(list.Contexts), n, list.Contexts)
+	}
+	for _, c := range list.Contexts {
+		if c.Status != "recovering" {
+			continue
+		}
+		// Recovering: what needs its kernel is refused, to be retried.
+		req, _ := http.NewRequest("POST", d.url+"/api/v1/contexts/"+c.ContextID+"/execute", strings.NewReader(`{"code": "1"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		d.validator.Check(t, req, []byte(`{"code": "1"}`), resp, b)
+		if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
+			t.Errorf("503 without Retry-After: %s", b)
+		}
+		break
+	}
+	var e errorJSON
+	if status := d.call(t, "POST", "/api/v1/contexts", nil, &e); status != http.StatusTooManyRequests {
+		t.Errorf("create past --max-contexts while recovering: %d %+v", status, e)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		d.call(t, "GET", "/api/v1/contexts", nil, &list)
+		if !slices.ContainsFunc(list.Contexts, func(c contextJSON) bool { return c.Status == "recovering" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still recovering after 2 minutes: %+v", list.Contexts)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%d contexts, one busy: /health after %v, all taken over after %v", n, healthy.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	if healthy > 15*time.Second {
+		t.Errorf("/health answered only %v after start", healthy)
+	}
+	if len(list.Contexts) != n {
+		t.Errorf("%d contexts after recovery, want %d: %+v", len(list.Contexts), n, list.Contexts)
+	}
+	for i, id := range ids {
+		if e := d.execute(t, id, "print(x)", 10); e.Output.Stdout != fmt.Sprintf("%d\n", i) {
+			t.Errorf("context %d after the restart: %+v", i, e)
+		}
+	}
+	if got := d.containers(t); got != n {
+		t.Errorf("%d containers, want %d", got, n)
 	}
 }

@@ -27,10 +27,17 @@ const (
 	// CodeEgressDisabled refuses a context with networking on a daemon
 	// that does not allow it.
 	CodeEgressDisabled = "EGRESS_DISABLED"
+	// CodeContextRecovering answers what needs the kernel of a context the
+	// daemon is still taking over after its restart; retrying soon works.
+	CodeContextRecovering = "CONTEXT_RECOVERING"
 )
 
 // ErrEgressDisabled refuses networking on a daemon that does not allow it.
 var ErrEgressDisabled = &Error{Code: CodeEgressDisabled, Message: "this daemon gives contexts no network; start it with --allow-egress"}
+
+// ErrRecovering refuses, for a moment, what needs the kernel of a context
+// that is being taken over after a restart of the daemon.
+var ErrRecovering = &Error{Code: CodeContextRecovering, Message: "the context is being taken over after a restart of the daemon; retry in a moment"}
 
 // Error is an error with a stable code and a message fit to show a client.
 type Error struct {

@@ -222,6 +222,8 @@ func (m *Manager) running(id string) (*sandbox, error) {
 		return nil, Errorf(CodeNotFound, "Context not found")
 	case s.status == StatusDead:
 		return nil, Errorf(CodeContextDead, "the context's container has stopped; delete it and create a new one")
+	case s.status == StatusRecovering:
+		return nil, ErrRecovering
 	}
 	s.lastActivity = time.Now().UTC()
 	return s, nil

@@ -31,6 +31,9 @@ const (
 	StatusBusy       Status = "busy"       // executing
 	StatusRestarting Status = "restarting" // its kernel is restarting; executions wait
 	StatusDead       Status = "dead"       // its container stopped
+	// StatusRecovering is a context of a previous run of the daemon that
+	// is being taken over: what needs its kernel answers CodeContextRecovering.
+	StatusRecovering Status = "recovering"
 )
 
 // Config tunes a Manager.
@@ -169,7 +172,10 @@ type sandbox struct {
 	turn chan struct{}
 	// stopped is closed when the container is no longer running.
 	stopped chan struct{}
-	booted  time.Time // when its container was started
+	// recovered, for a context of a previous run, is closed once it has
+	// been taken over or given up (Recover); nil for the others.
+	recovered chan struct{}
+	booted    time.Time // when its container was started
 
 	mu           sync.Mutex
 	status       Status
@@ -662,6 +668,14 @@ func (m *Manager) List() []Info {
 // Delete removes the context with id and its container. An execution still
 // running in it ends with the error ErrContextDeleted. Errors: CodeNotFound.
 func (m *Manager) Delete(ctx context.Context, id string) error {
+	if s, err := m.get(id); err == nil && s.recovered != nil {
+		// Removing it while it is taken over would race with that.
+		select {
+		case <-s.recovered:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	m.mu.Lock()
 	s := m.contexts[id]
 	delete(m.contexts, id)
@@ -679,9 +693,10 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 func (m *Manager) remove(s *sandbox) error {
 	s.mu.Lock()
 	s.removed = true
+	k := s.kernel // set by Recover under s.mu
 	s.mu.Unlock()
-	if s.kernel != nil {
-		s.kernel.Close()
+	if k != nil {
+		k.Close()
 	}
 	m.dropRecord(s.info.ID)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -811,6 +826,9 @@ func (s *sandbox) takeTurn(ctx context.Context) (release func(), err error) {
 	case status == StatusDead:
 		release()
 		return nil, Errorf(CodeContextDead, "the context's container has stopped; delete it and create a new one")
+	case status == StatusRecovering:
+		release()
+		return nil, ErrRecovering
 	}
 	return release, nil
 }
@@ -821,6 +839,9 @@ func (m *Manager) Interrupt(ctx context.Context, id string) error {
 	s, err := m.get(id)
 	if err != nil {
 		return err
+	}
+	if s.snapshot().Status == StatusRecovering {
+		return ErrRecovering
 	}
 	if err := s.kernel.Interrupt(ctx); err != nil {
 		return &Error{Code: CodeKernelUnavailable, Message: "could not interrupt the kernel", Err: err}
@@ -835,6 +856,9 @@ func (m *Manager) Restart(ctx context.Context, id string) (Info, error) {
 	s, err := m.get(id)
 	if err != nil {
 		return Info{}, err
+	}
+	if s.snapshot().Status == StatusRecovering {
+		return Info{}, ErrRecovering
 	}
 	s.kernelRestarted()
 	if err := s.kernel.Restart(ctx); err != nil {

@@ -66,24 +66,41 @@ func (m *Manager) dropRecord(id string) {
 	}
 }
 
+// recoverTimeout bounds taking one context over. Each context has its own,
+// so that one that is slow (a kernel busy with a cell) holds up no other.
+const recoverTimeout = 30 * time.Second
+
 // Recover takes over the contexts a previous run of this daemon left
 // running, with their kernels and variables, and removes every other
 // container it left: pooled kernels, stopped containers, and those whose
 // record is gone. Records without a container are dropped.
+//
+// Only the listing is done before it returns. The contexts it takes over
+// are listed at once, with StatusRecovering, and each is taken over (or
+// removed) in the background, in parallel and within its own
+// recoverTimeout, so the daemon can serve meanwhile. Call it before Start
+// and before serving: a container made earlier would be taken for one the
+// previous run left.
 func (m *Manager) Recover(ctx context.Context) error {
 	insts, err := m.rt.List(ctx)
 	if err != nil {
 		return err
 	}
-	var errs []error
 	seen := map[string]bool{}
 	for _, inst := range insts {
 		seen[inst.ContextID] = true
-		if err := m.adopt(ctx, inst); err != nil {
-			m.log.Info("removing a container left by a previous run", "context_id", inst.ContextID, "container_id", inst.ContainerID, "reason", err)
-			m.dropRecord(inst.ContextID)
-			errs = append(errs, m.rt.Remove(ctx, inst))
-		}
+		s, err := m.recovering(inst)
+		m.watchers.Add(1)
+		go func() {
+			defer m.watchers.Done()
+			if err == nil {
+				if err = m.adopt(s); err == nil {
+					close(s.recovered)
+					return
+				}
+			}
+			m.discard(inst, s, err)
+		}()
 	}
 	if m.cfg.StateDir != "" {
 		files, _ := filepath.Glob(filepath.Join(m.cfg.StateDir, "ctx-*.json"))
@@ -93,41 +110,23 @@ func (m *Manager) Recover(ctx context.Context) error {
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
-// adopt makes inst's context live again, or says why it cannot.
-func (m *Manager) adopt(ctx context.Context, inst Instance) error {
+// recovering lists inst's context, from its record, as one being taken
+// over, or says why it cannot be. It counts against MaxContexts.
+func (m *Manager) recovering(inst Instance) (*sandbox, error) {
 	if !inst.Running {
-		return errors.New("not running")
+		return nil, errors.New("not running")
 	}
 	rec, err := m.loadRecord(inst.ContextID)
 	if err != nil {
-		return fmt.Errorf("no record: %w", err)
+		return nil, fmt.Errorf("no record: %w", err)
 	}
 	lang, ok := m.language(rec.Language)
 	if !ok || rec.Language == "" {
-		return fmt.Errorf("language %q is not served", rec.Language)
+		return nil, fmt.Errorf("language %q is not served", rec.Language)
 	}
-	if err := m.rt.Seal(inst); err != nil {
-		return err
-	}
-	if rec.Network {
-		// The proxy is the daemon's: the one the previous run served is gone.
-		if _, err := m.rt.OpenEgress(ctx, inst); err != nil {
-			return fmt.Errorf("egress: %w", err)
-		}
-	}
-	server := kernel.NewServer(inst.Socket, rec.Token)
-	ids, err := server.Kernels(ctx)
-	if err == nil && len(ids) != 1 {
-		err = fmt.Errorf("%d kernels on its server, want 1", len(ids))
-	}
-	if err != nil {
-		server.Close()
-		return err
-	}
-	now := time.Now().UTC().Truncate(time.Second)
 	s := &sandbox{
 		info:         Info{ID: rec.ID, Type: "jupyter", Language: lang.Name, SessionName: rec.SessionName, WorkingDir: rec.WorkingDir, CreatedAt: rec.CreatedAt, Network: rec.Network},
 		lang:         lang,
@@ -136,23 +135,107 @@ func (m *Manager) adopt(ctx context.Context, inst Instance) error {
 		inst:         inst,
 		turn:         make(chan struct{}, 1),
 		stopped:      make(chan struct{}),
-		status:       StatusActive,
-		lastActivity: now,
+		recovered:    make(chan struct{}),
+		status:       StatusRecovering,
+		lastActivity: time.Now().UTC().Truncate(time.Second),
 		booted:       time.Now(),
 	}
-	s.kernel, err = kernel.Attach(ctx, server, ids[0], m.kernelOptions(s))
-	if err != nil {
-		server.Close()
-		return err
-	}
-	m.watch(s)
 	m.mu.Lock()
 	m.contexts[s.info.ID] = s
 	m.reserved++
 	m.mu.Unlock()
 	m.metrics.active.Inc()
-	m.log.Info("context taken over from a previous run", "context_id", s.info.ID, "container_id", inst.ContainerID)
+	return s, nil
+}
+
+// adopt connects to s's kernel and makes s active, or says why it cannot.
+func (m *Manager) adopt(s *sandbox) error {
+	ctx, cancel := context.WithTimeout(m.watchCtx, recoverTimeout)
+	defer cancel()
+	if err := m.rt.Seal(s.inst); err != nil {
+		return err
+	}
+	if s.info.Network {
+		// The proxy is the daemon's: the one the previous run served is gone.
+		if _, err := m.rt.OpenEgress(ctx, s.inst); err != nil {
+			return fmt.Errorf("egress: %w", err)
+		}
+	}
+	server := kernel.NewServer(s.inst.Socket, s.token)
+	kernels, err := server.Kernels(ctx)
+	if err == nil && len(kernels) != 1 {
+		err = fmt.Errorf("%d kernels on its server, want 1", len(kernels))
+	}
+	if err != nil {
+		server.Close()
+		return err
+	}
+	k := kernel.Connect(server, kernels[0].ID, m.kernelOptions(s))
+	busy := kernels[0].ExecutionState == "busy"
+	if busy {
+		// It runs a cell of the previous run, whose client is gone: nobody
+		// can get its result. Interrupting it frees the context at once;
+		// the kernel keeps its variables.
+		if err := server.Interrupt(ctx, k.ID()); err != nil {
+			m.log.Warn("could not interrupt the cell a previous run left running", "context_id", s.info.ID, "error", err)
+		}
+	}
+	if err := k.Ready(ctx); err != nil {
+		if !busy || m.watchCtx.Err() != nil {
+			k.Close()
+			return err
+		}
+		// A cell that ignores interrupts: the context's next execution
+		// waits for it, and restarts the kernel if its timeout runs out.
+		m.log.Warn("taking over a kernel still busy with a cell of a previous run", "context_id", s.info.ID, "error", err)
+	}
+	s.mu.Lock()
+	removed := s.removed
+	if !removed {
+		s.kernel = k
+		s.status = StatusActive
+	}
+	s.mu.Unlock()
+	if removed {
+		// Close or Detach took it meanwhile.
+		k.Close()
+		return nil
+	}
+	m.watch(s)
+	m.log.Info("context taken over from a previous run", "context_id", s.info.ID, "container_id", s.inst.ContainerID, "was_busy", busy)
 	return nil
+}
+
+// discard removes inst, a container of a previous run that cannot be taken
+// over, and s, its context if it was listed. The record goes only once the
+// container is gone: with it the next start tries again.
+func (m *Manager) discard(inst Instance, s *sandbox, reason error) {
+	if s != nil {
+		defer close(s.recovered)
+		m.mu.Lock()
+		mine := m.contexts[s.info.ID] == s
+		if mine {
+			delete(m.contexts, s.info.ID)
+		}
+		m.mu.Unlock()
+		if !mine {
+			return // Close or Detach took it
+		}
+		m.release()
+		m.metrics.active.Dec()
+		s.mu.Lock()
+		s.removed = true
+		s.mu.Unlock()
+	}
+	m.log.Info("removing a container left by a previous run", "context_id", inst.ContextID, "container_id", inst.ContainerID, "reason", reason)
+	// A fresh bound: the one that ran out taking it over must not fail this.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.rt.Remove(ctx, inst); err != nil {
+		m.log.Error("could not remove a container left by a previous run; the next start tries again", "context_id", inst.ContextID, "container_id", inst.ContainerID, "error", err)
+		return
+	}
+	m.dropRecord(inst.ContextID)
 }
 
 // Detach lets go of every context without removing it, for a daemon that
@@ -169,8 +252,11 @@ func (m *Manager) Detach() {
 	for _, s := range all {
 		s.mu.Lock()
 		s.removed = true
+		k := s.kernel
 		s.mu.Unlock()
-		s.kernel.Close()
+		if k != nil { // nil while it is being taken over
+			k.Close()
+		}
 	}
 	m.watchers.Wait()
 }

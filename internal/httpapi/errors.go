@@ -22,6 +22,7 @@ var statusByCode = map[string]int{
 	contexts.CodeNotFound:            http.StatusNotFound,
 	contexts.CodeTooManyContexts:     http.StatusTooManyRequests,
 	contexts.CodeContextDead:         http.StatusGone,
+	contexts.CodeContextRecovering:   http.StatusServiceUnavailable,
 	contexts.CodeDockerUnavailable:   http.StatusServiceUnavailable,
 	contexts.CodeKernelUnavailable:   http.StatusServiceUnavailable,
 	contexts.CodeInvalidPath:         http.StatusBadRequest,
@@ -50,6 +51,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		return
 	}
 	body := errorBody(r, log, err)
+	if body.Code == contexts.CodeContextRecovering {
+		w.Header().Set("Retry-After", "2") // seconds; taking a context over takes about that
+	}
 	encode(w, statusByCode[body.Code], body)
 }
 
@@ -60,7 +64,7 @@ func errorBody(r *http.Request, log *slog.Logger, err error) errorResponse {
 		log.Error("internal error", "method", r.Method, "path", r.URL.Path, "error", err)
 		return errorResponse{Error: "internal error", Code: contexts.CodeInternal}
 	}
-	if statusByCode[e.Code] >= 500 {
+	if statusByCode[e.Code] >= 500 && e.Code != contexts.CodeContextRecovering { // that one is expected, and passes
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "error", err)
 	}
 	return errorResponse{Error: e.Message, Code: e.Code}

@@ -863,3 +863,28 @@ func TestListLanguages(t *testing.T) {
 		status: http.StatusServiceUnavailable, contentType: ctJSON, errObj: errBody("down", contexts.CodeDockerUnavailable),
 	})
 }
+
+// A context being taken over after a restart answers what needs its kernel
+// with 503 CONTEXT_RECOVERING and a Retry-After, blocking, streamed or
+// over a websocket.
+func TestContextRecovering(t *testing.T) {
+	recovering := func(string) (contexts.Info, error) {
+		return contexts.Info{ID: ctxID, Language: "python", Status: contexts.StatusRecovering}, nil
+	}
+	execute := func(context.Context, string, contexts.ExecuteRequest) (contexts.Execution, error) {
+		return contexts.Execution{}, contexts.ErrRecovering
+	}
+	for _, r := range []request{
+		{method: http.MethodPost, path: "/api/v1/contexts/" + ctxID + "/execute", body: `{"code":"1"}`},
+		{method: http.MethodPost, path: "/api/v1/contexts/" + ctxID + "/execute", body: `{"code":"1"}`, header: http.Header{"Accept": {"text/event-stream"}}},
+		{method: http.MethodGet, path: "/api/v1/contexts/" + ctxID + "/ws", header: http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}},
+	} {
+		s := newTestServer(t, &fakeService{get: recovering, execute: execute})
+		got := s.do(t, r)
+		checkResponse(t, got, want{status: http.StatusServiceUnavailable, contentType: ctJSON,
+			errObj: errBody(contexts.ErrRecovering.Message, contexts.CodeContextRecovering)})
+		if got.header.Get("Retry-After") == "" {
+			t.Errorf("%s %s: no Retry-After", r.method, r.path)
+		}
+	}
+}

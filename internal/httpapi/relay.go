@@ -49,6 +49,9 @@ func handleRelay(log *slog.Logger, svc contextService, maxMessage int64) http.Ha
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := chi.URLParam(r, "id")
 		c, err := svc.Get(id)
+		if err == nil && c.Status == contexts.StatusRecovering {
+			err = contexts.ErrRecovering
+		}
 		if err != nil {
 			writeError(w, r, log, err)
 			return

@@ -79,8 +79,13 @@ type textEvent struct {
 // when the execution could not run. A client that goes away interrupts its
 // code, as with the blocking call.
 func streamExecute(w http.ResponseWriter, r *http.Request, log *slog.Logger, svc contextService, id string, req contexts.ExecuteRequest) {
-	// Answer a missing context with a plain 404 before the stream starts.
-	if _, err := svc.Get(id); err != nil {
+	// Answer a missing context with a plain 404, and one being taken over
+	// with a 503 to retry, before the stream starts.
+	c, err := svc.Get(id)
+	if err == nil && c.Status == contexts.StatusRecovering {
+		err = contexts.ErrRecovering
+	}
+	if err != nil {
 		writeError(w, r, log, err)
 		return
 	}

@@ -102,19 +102,26 @@ func Start(ctx context.Context, server *Server, name string, opts Options) (*Ker
 // kernel it starts: to take over a kernel that another client (an earlier
 // run of sandboxd) started. Its state is untouched.
 func Attach(ctx context.Context, server *Server, id string, opts Options) (*Kernel, error) {
+	k := Connect(server, id, opts)
+	if err := k.Ready(ctx); err != nil {
+		k.Close()
+		return nil, err
+	}
+	return k, nil
+}
+
+// Connect is Attach without waiting for the kernel to answer: for a kernel
+// that is busy, and answers nothing until its cell ends. The websocket is
+// dialled by the first request.
+func Connect(server *Server, id string, opts Options) *Kernel {
 	opts.setDefaults()
-	k := &Kernel{
+	return &Kernel{
 		server:  server,
 		id:      id,
 		session: uuid.NewString(),
 		opts:    opts,
 		pending: map[string]handler{},
 	}
-	if err := k.Ready(ctx); err != nil {
-		k.Close()
-		return nil, err
-	}
-	return k, nil
 }
 
 // ID returns the kernel's id on its Jupyter server.

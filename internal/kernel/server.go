@@ -74,19 +74,21 @@ func (s *Server) StartKernel(ctx context.Context, name string) (string, error) {
 	return model.ID, nil
 }
 
-// Kernels returns the ids of the kernels running on the server.
-func (s *Server) Kernels(ctx context.Context) ([]string, error) {
-	var models []struct {
-		ID string `json:"id"`
-	}
+// KernelModel is what the server tells of one of its kernels.
+type KernelModel struct {
+	ID string `json:"id"`
+	// ExecutionState is the kernel's last iopub status as the server saw
+	// it: idle, busy, starting...
+	ExecutionState string `json:"execution_state"`
+}
+
+// Kernels returns the kernels running on the server.
+func (s *Server) Kernels(ctx context.Context) ([]KernelModel, error) {
+	var models []KernelModel
 	if err := s.do(ctx, http.MethodGet, "/api/kernels", nil, &models); err != nil {
 		return nil, fmt.Errorf("list kernels: %w", err)
 	}
-	ids := make([]string, len(models))
-	for i, m := range models {
-		ids[i] = m.ID
-	}
-	return ids, nil
+	return models, nil
 }
 
 // Interrupt sends the kernel an interrupt (SIGINT). It hits whatever the
