@@ -22,8 +22,10 @@ var ErrClosed = errors.New("kernel connection closed")
 
 // Options tune a Kernel.
 type Options struct {
-	// MaxOutput caps what is kept of stdout and of stderr per execution, in
-	// bytes; 0 keeps everything.
+	// MaxOutput caps what is kept of all the output of one execution
+	// together (stdout, stderr, rich results, the traceback), in bytes; 0
+	// keeps everything. Past it, output is dropped and the result marked
+	// truncated.
 	MaxOutput int
 	// InterruptGrace is how long a timed-out execution may take to stop after
 	// the interrupt before the kernel is restarted.
