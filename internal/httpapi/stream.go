@@ -121,7 +121,10 @@ func newSSEWriter(w http.ResponseWriter) sseWriter {
 func (s sseWriter) send(event string, data any) error {
 	b, _ := json.Marshal(data)
 	s.rc.SetWriteDeadline(time.Now().Add(writeWait))
-	if _, err := fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", event, b); err != nil {
+	// Written in pieces: a result can be megabytes, not worth copying again.
+	io.WriteString(s.w, "event: "+event+"\ndata: ")
+	s.w.Write(b)
+	if _, err := io.WriteString(s.w, "\n\n"); err != nil {
 		return err
 	}
 	return s.rc.Flush()

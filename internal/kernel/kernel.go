@@ -334,8 +334,11 @@ func (k *Kernel) read(conn *websocket.Conn) {
 			continue
 		}
 		data := buf.Bytes()
-		if buf.Cap() > 1<<20 {
-			// Do not pin a large buffer for the life of the connection.
+		if buf.Cap() > 1<<20 && buf.Len() < 64<<10 {
+			// Keep a large buffer while large messages keep coming (a burst
+			// of rich output), but do not pin it for the life of the
+			// connection: a small message (the idle status that ends the
+			// burst) lets it go.
 			buf = bytes.Buffer{}
 		}
 		var m Message
