@@ -151,7 +151,7 @@ type ExecuteResponse struct {
 	ExecutionCount *int            `json:"execution_count"` // nil or 0 when the kernel never counted it
 	Results        []Result        `json:"results"`
 	Error          *ExecutionError `json:"error,omitempty"`
-	Truncated      bool            `json:"truncated,omitempty"` // stdout or stderr hit the server's cap
+	Truncated      bool            `json:"truncated,omitempty"` // output hit the server's cap: what followed was dropped
 	Restarted      bool            `json:"restarted,omitempty"` // the kernel restarted: its state is lost
 }
 

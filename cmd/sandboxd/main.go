@@ -245,7 +245,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.DefaultTimeout, "default-timeout", 30*time.Second, "execution timeout when a request gives none")
 	fs.DurationVar(&c.MaxTimeout, "max-timeout", time.Hour, "largest execution timeout a request may ask for")
 	fs.DurationVar(&c.CreateTimeout, "create-timeout", 2*time.Minute, "limit on making a context, up to a ready kernel")
-	fs.Var(&c.MaxOutput, "max-output", "cap on stdout and on stderr of one execution")
+	fs.Var(&c.MaxOutput, "max-output", "cap on all the output of one execution together (stdout, stderr, rich results, traceback), and on each of stdout and stderr of one command")
 	fs.Var(&c.MaxBody, "max-body", "cap on request bodies")
 	c.MaxUpload = httpapi.DefaultMaxUpload
 	fs.Var(&c.MaxUpload, "max-upload", "cap on file uploads, which --max-body does not cap")

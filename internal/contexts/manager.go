@@ -46,7 +46,9 @@ type Config struct {
 	// DefaultTimeout and MaxTimeout bound executions.
 	DefaultTimeout time.Duration
 	MaxTimeout     time.Duration
-	// MaxOutput caps stdout and stderr per execution, in bytes.
+	// MaxOutput caps all the output of one execution together (stdout,
+	// stderr, rich results, the traceback), and each of stdout and stderr
+	// of one command, in bytes.
 	MaxOutput int
 	// InterruptGrace is how long a timed-out execution may take to stop after
 	// its interrupt before the kernel is restarted.

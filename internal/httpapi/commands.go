@@ -1,7 +1,7 @@
 package httpapi
 
 import (
-	"fmt"
+	"context"
 	"log/slog"
 	"net/http"
 	"time"
@@ -76,12 +76,9 @@ func handleCommand(log *slog.Logger, svc contextService) http.HandlerFunc {
 // after keepAlive of silence: a command refused at once (a bad cwd, an
 // unknown context) gets a plain error response with its status.
 func streamCommand(w http.ResponseWriter, r *http.Request, log *slog.Logger, svc contextService, id string, req contexts.CommandRequest) {
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		writeError(w, r, log, fmt.Errorf("response writer cannot flush"))
-		return
-	}
-	q := newEventQueue()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	q := newEventQueue(cancel)
 	req.OnOutput = func(stream, text string) { q.push(kernel.Event{Type: stream, Text: text}) }
 	type outcome struct {
 		res contexts.CommandResult
@@ -89,25 +86,41 @@ func streamCommand(w http.ResponseWriter, r *http.Request, log *slog.Logger, svc
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		res, err := svc.RunCommand(r.Context(), id, req)
+		res, err := svc.RunCommand(ctx, id, req)
 		done <- outcome{res, err}
 	}()
 
-	var sse *sseWriter
+	sse := newSSEWriter(w)
+	defer sse.done()
+	started := false
 	begin := func() {
-		if sse != nil {
+		if started {
 			return
 		}
+		started = true
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Header().Set("X-Accel-Buffering", "no")
 		w.WriteHeader(http.StatusOK)
-		sse = &sseWriter{w: w, f: flusher}
 	}
-	send := func(events []kernel.Event) {
+	// failed is set when the client could not be written to or fell behind:
+	// the command is stopped (ctx), and nothing more is written.
+	var failed error
+	fail := func(err error) {
+		if err != nil && failed == nil {
+			failed = err
+			cancel()
+			log.Warn("cut off a streaming client", "context_id", id, "error", err)
+		}
+	}
+	send := func() {
+		events, err := q.take()
+		fail(err)
 		for _, ev := range events {
-			begin()
-			sse.send(ev.Type, textEvent{Text: ev.Text})
+			if failed == nil {
+				begin()
+				fail(sse.send(ev.Type, textEvent{Text: ev.Text}))
+			}
 		}
 	}
 	tick := time.NewTicker(keepAlive)
@@ -115,18 +128,21 @@ func streamCommand(w http.ResponseWriter, r *http.Request, log *slog.Logger, svc
 	for {
 		select {
 		case <-q.ready:
-			send(q.take())
+			send()
 		case <-tick.C:
-			begin()
-			fmt.Fprint(w, ": keep-alive\n\n")
-			flusher.Flush()
+			if failed == nil {
+				begin()
+				fail(sse.keepAlive())
+			}
 		case o := <-done:
-			send(q.take())
-			if o.err != nil && sse == nil {
+			send()
+			switch {
+			case failed != nil:
+				return
+			case o.err != nil && !started:
 				writeError(w, r, log, o.err)
 				return
-			}
-			if o.err != nil && r.Context().Err() != nil {
+			case o.err != nil && r.Context().Err() != nil:
 				return // the client went away: nobody to tell
 			}
 			begin()

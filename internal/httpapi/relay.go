@@ -3,6 +3,8 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -22,6 +24,12 @@ const (
 	pongWait  = pingEvery + 10*time.Second
 	writeWait = 10 * time.Second
 )
+
+// maxRelayQueue is how many execute_requests a websocket may have waiting
+// behind the running one. More are refused at once with a QueueFull reply:
+// the reader must never wait for the queue, or interrupts and pings on the
+// same websocket would go unanswered.
+const maxRelayQueue = 16
 
 // relayUpgrader keeps gorilla's default origin check: a web page of
 // another origin cannot drive a context from a user's browser.
@@ -60,7 +68,9 @@ func handleRelay(log *slog.Logger, svc contextService, maxMessage int64) http.Ha
 		if err != nil {
 			return // Upgrade has answered the client
 		}
-		rl := &relay{conn: conn, svc: svc, log: log, id: id, language: c.Language, out: make(chan kernel.Reply, 64)}
+		// out holds few messages: what waits for a slow client is bounded by
+		// executeStreaming's queue, in bytes, not here.
+		rl := &relay{conn: conn, svc: svc, log: log, id: id, language: c.Language, out: make(chan kernel.Reply, 4)}
 		rl.serve(r.Context(), maxMessage)
 	}
 }
@@ -75,15 +85,20 @@ type relay struct {
 	id       string
 	language string
 	out      chan kernel.Reply
+	cancel   context.CancelFunc
+
+	mu       sync.Mutex
+	closeMsg []byte // the close frame to end with, when not a normal closure
 }
 
 func (rl *relay) serve(ctx context.Context, maxMessage int64) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, rl.cancel = context.WithCancel(ctx)
+	cancel := rl.cancel
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); defer cancel(); rl.write(ctx) }()
-	work := make(chan relayRequest, 16)
+	work := make(chan relayRequest, maxRelayQueue)
 	go func() {
 		defer wg.Done()
 		for req := range work {
@@ -108,7 +123,11 @@ func (rl *relay) serve(ctx context.Context, maxMessage int64) {
 		case t == "execute_request":
 			select {
 			case work <- req:
-			case <-ctx.Done():
+			default:
+				rl.answer(ctx, req, "execute_reply", map[string]any{
+					"status": "error", "ename": "QueueFull", "traceback": []string{},
+					"evalue": fmt.Sprintf("%d executions are already waiting on this websocket; wait for their replies", maxRelayQueue),
+				})
 			}
 		case t == "kernel_info_request":
 			rl.answer(ctx, req, "kernel_info_reply", rl.kernelInfo())
@@ -126,10 +145,12 @@ func (rl *relay) serve(ctx context.Context, maxMessage int64) {
 	rl.conn.Close()
 }
 
-// write sends queued messages and pings until ctx ends or a write fails.
+// write sends queued messages and pings until ctx ends or a write fails,
+// then closes the connection, so that the reader stops too.
 func (rl *relay) write(ctx context.Context) {
 	ping := time.NewTicker(pingEvery)
 	defer ping.Stop()
+	defer rl.conn.Close()
 	for {
 		select {
 		case m := <-rl.out:
@@ -142,17 +163,35 @@ func (rl *relay) write(ctx context.Context) {
 				return
 			}
 		case <-ctx.Done():
-			rl.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(writeWait))
+			rl.mu.Lock()
+			msg := rl.closeMsg
+			rl.mu.Unlock()
+			if msg == nil {
+				msg = websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+			}
+			rl.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(writeWait))
 			return
 		}
 	}
 }
 
-func (rl *relay) send(ctx context.Context, m kernel.Reply) {
+func (rl *relay) send(ctx context.Context, m kernel.Reply) error {
 	select {
 	case rl.out <- m:
+		return nil
 	case <-ctx.Done():
+		return ctx.Err()
 	}
+}
+
+// cutOff ends the websocket with a close frame that says why.
+func (rl *relay) cutOff(err error) {
+	rl.mu.Lock()
+	if rl.closeMsg == nil {
+		rl.closeMsg = websocket.FormatCloseMessage(websocket.ClosePolicyViolation, err.Error())
+	}
+	rl.mu.Unlock()
+	rl.cancel()
 }
 
 func (rl *relay) status(ctx context.Context, parent kernel.Header, state string) {
@@ -203,11 +242,20 @@ func (rl *relay) execute(ctx context.Context, req relayRequest) {
 	if t, err := parseTimeout(req.Metadata.Timeout); err == nil {
 		xreq.Timeout = t // else the default: a bad one has no field to be named in
 	}
-	e, err := executeStreaming(ctx, rl.svc, rl.id, xreq, func(ev kernel.Event) {
+	e, err := executeStreaming(ctx, rl.svc, rl.id, xreq, func(ev kernel.Event) error {
 		if m, ok := iopubMessage(parent, ev); ok {
-			rl.send(ctx, m)
+			return rl.send(ctx, m)
 		}
+		return nil
 	}, nil)
+	switch {
+	case errors.Is(err, errSlowClient):
+		rl.log.Warn("cut off a websocket client", "context_id", rl.id, "error", err)
+		rl.cutOff(err)
+		return
+	case errors.Is(err, errWrite):
+		return // the writer is gone, and ctx with it
+	}
 	reply := map[string]any{"status": e.Status, "execution_count": e.ExecutionCount, "user_expressions": map[string]any{}, "payload": []any{}}
 	switch {
 	case err != nil:

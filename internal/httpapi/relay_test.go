@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -141,4 +142,37 @@ func TestRelayUnknownContext(t *testing.T) {
 	checkResponse(t, s.do(t, request{method: "GET", path: "/api/v1/contexts/ctx-x/ws"}), want{
 		status: 404, contentType: ctJSON, errObj: errBody("Context not found", contexts.CodeNotFound),
 	})
+}
+
+// Past maxRelayQueue waiting executions, an execute_request is refused at
+// once with QueueFull, and the reader goes on serving interrupts.
+func TestRelayQueueFull(t *testing.T) {
+	release := make(chan struct{})
+	fake := &fakeService{
+		get: func(string) (contexts.Info, error) { return sampleInfo(), nil },
+		execute: func(ctx context.Context, _ string, req contexts.ExecuteRequest) (contexts.Execution, error) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return contexts.Execution{Result: kernel.Result{Status: "ok"}}, nil
+		},
+		interrupt: func(context.Context, string) error { return nil },
+	}
+	conn := dialRelay(t, newTestServer(t, fake), "ctx-1")
+	defer close(release)
+	// One runs, maxRelayQueue wait, and the rest are refused; the worker
+	// may not have taken the first yet, so the last is refused for sure.
+	n := 1 + maxRelayQueue + 3
+	for i := range n {
+		sendRelay(t, conn, fmt.Sprintf("exec-%d", i), "execute_request", map[string]any{"code": "1"}, map[string]any{})
+	}
+	_, msgs := readRelay(t, conn, fmt.Sprintf("exec-%d", n-1), "status:idle")
+	if len(msgs) != 3 || msgs[1].Header.MsgType != "execute_reply" || !strings.Contains(string(msgs[1].Content), `"ename":"QueueFull"`) {
+		t.Fatalf("the execute_request past the queue got %+v", msgs)
+	}
+	sendRelay(t, conn, "int-1", "interrupt_request", map[string]any{}, map[string]any{})
+	if types, _ := readRelay(t, conn, "int-1", "status:idle"); strings.Join(types, " ") != "status:busy interrupt_reply status:idle" {
+		t.Errorf("interrupt: %q", types)
+	}
 }

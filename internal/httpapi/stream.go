@@ -3,7 +3,9 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -29,45 +31,122 @@ func wantsEventStream(r *http.Request) bool {
 	return false
 }
 
+// maxQueued bounds the output waiting for a client to read it, in bytes.
+// A client that falls further behind is cut off and its execution
+// interrupted, so that no client can make the daemon hold output without
+// limit. It is above the default --max-output, which bounds each execution's
+// output anyway.
+const maxQueued = 16 << 20
+
+// errSlowClient ends a stream whose client fell maxQueued behind.
+var errSlowClient = errors.New("the client did not keep up with the output and was cut off")
+
 // eventQueue passes output from the kernel's reader, which must not block,
-// to the goroutine writing the response. It is bounded by the output cap.
+// to the goroutine writing the response. It holds at most maxQueued bytes:
+// past that it drops everything and calls overflow, once.
 type eventQueue struct {
-	mu     sync.Mutex
-	events []kernel.Event
-	ready  chan struct{}
+	mu       sync.Mutex
+	events   []kernel.Event
+	size     int
+	over     bool
+	overflow func()
+	ready    chan struct{}
 }
 
-func newEventQueue() *eventQueue { return &eventQueue{ready: make(chan struct{}, 1)} }
+func newEventQueue(overflow func()) *eventQueue {
+	return &eventQueue{ready: make(chan struct{}, 1), overflow: overflow}
+}
 
 func (q *eventQueue) push(e kernel.Event) {
 	q.mu.Lock()
-	q.events = append(q.events, e)
+	if q.over {
+		q.mu.Unlock()
+		return
+	}
+	q.size += eventSize(e)
+	if q.over = q.size > maxQueued; q.over {
+		q.events = nil
+	} else {
+		q.events = append(q.events, e)
+	}
+	over := q.over
 	q.mu.Unlock()
+	if over {
+		q.overflow()
+	}
 	select {
 	case q.ready <- struct{}{}:
 	default:
 	}
 }
 
-func (q *eventQueue) take() []kernel.Event {
+// take returns the events queued since the last take, or errSlowClient once
+// the queue overflowed.
+func (q *eventQueue) take() ([]kernel.Event, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.over {
+		return nil, errSlowClient
+	}
 	events := q.events
 	q.events = nil
-	return events
+	q.size = 0
+	return events, nil
 }
 
-// sseWriter writes Server-Sent Events.
+// eventSize is about the bytes an event holds.
+func eventSize(e kernel.Event) int {
+	n := len(e.Text)
+	if e.Output != nil {
+		n += e.Output.Size()
+	}
+	if e.Error != nil {
+		n += len(e.Error.Name) + len(e.Error.Value) + len(e.Error.Traceback)
+	}
+	return n
+}
+
+// sseWriter writes Server-Sent Events. Each write must be done within
+// writeWait, so that a client that stops reading is cut off rather than
+// holding its handler, and what the handler holds, forever.
 type sseWriter struct {
-	w http.ResponseWriter
-	f http.Flusher
+	w  http.ResponseWriter
+	rc *http.ResponseController
 }
 
-func (s sseWriter) send(event string, data any) {
-	b, _ := json.Marshal(data)
-	fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", event, b)
-	s.f.Flush()
+func newSSEWriter(w http.ResponseWriter) sseWriter {
+	return sseWriter{w: w, rc: http.NewResponseController(w)}
 }
+
+func (s sseWriter) send(event string, data any) error {
+	b, _ := json.Marshal(data)
+	s.rc.SetWriteDeadline(time.Now().Add(writeWait))
+	// Written in pieces: a result can be megabytes, not worth copying again.
+	io.WriteString(s.w, "event: "+event+"\ndata: ")
+	s.w.Write(b)
+	if _, err := io.WriteString(s.w, "\n\n"); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+// keepAlive sends a comment, which clients ignore.
+func (s sseWriter) keepAlive() error {
+	s.rc.SetWriteDeadline(time.Now().Add(writeWait))
+	if _, err := io.WriteString(s.w, ": keep-alive\n\n"); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+func (s sseWriter) flush() error {
+	s.rc.SetWriteDeadline(time.Now().Add(writeWait))
+	return s.rc.Flush()
+}
+
+// done clears the write deadline: net/http keeps it for the connection's
+// next request.
+func (s sseWriter) done() { s.rc.SetWriteDeadline(time.Time{}) }
 
 type textEvent struct {
 	Text string `json:"text"`
@@ -77,7 +156,8 @@ type textEvent struct {
 // stdout, stderr, result and error events, then one end event with the same
 // summary the blocking call returns, or a failure event with an error body
 // when the execution could not run. A client that goes away interrupts its
-// code, as with the blocking call.
+// code, as with the blocking call, and so does one that does not keep up:
+// it is cut off.
 func streamExecute(w http.ResponseWriter, r *http.Request, log *slog.Logger, svc contextService, id string, req contexts.ExecuteRequest) {
 	// Answer a missing context with a plain 404, and one being taken over
 	// with a 503 to retry, before the stream starts.
@@ -89,36 +169,40 @@ func streamExecute(w http.ResponseWriter, r *http.Request, log *slog.Logger, svc
 		writeError(w, r, log, err)
 		return
 	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		writeError(w, r, log, fmt.Errorf("response writer cannot flush"))
-		return
-	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	flusher.Flush()
-	sse := sseWriter{w: w, f: flusher}
-
-	tick := func() {
-		fmt.Fprint(w, ": keep-alive\n\n")
-		flusher.Flush()
-	}
-	e, err := executeStreaming(r.Context(), svc, id, req, func(ev kernel.Event) { sendEvent(sse, ev) }, tick)
-	if err != nil {
-		sse.send("failure", errorBody(r, log, err))
+	sse := newSSEWriter(w)
+	defer sse.done()
+	if sse.flush() != nil {
 		return
 	}
-	sse.send("end", newExecuteResponse(e))
+	e, err := executeStreaming(r.Context(), svc, id, req, func(ev kernel.Event) error { return sendEvent(sse, ev) }, sse.keepAlive)
+	switch {
+	case errors.Is(err, errSlowClient) || errors.Is(err, errWrite):
+		log.Warn("cut off a streaming client", "context_id", id, "error", err)
+	case err != nil:
+		sse.send("failure", errorBody(r, log, err))
+	default:
+		sse.send("end", newExecuteResponse(e))
+	}
 }
+
+// errWrite marks a failure to write to the client.
+var errWrite = errors.New("write to the client")
 
 // executeStreaming runs req and calls emit with each piece of output as it
 // arrives, and idle every keepAlive while none does, both from the calling
 // goroutine: the kernel's reader, which delivers output, must never wait
-// for a slow client.
-func executeStreaming(ctx context.Context, svc contextService, id string, req contexts.ExecuteRequest, emit func(kernel.Event), idle func()) (contexts.Execution, error) {
-	q := newEventQueue()
+// for a slow client. When emit or idle fails, or the client falls
+// maxQueued behind, the execution is interrupted, as when the client goes
+// away, and executeStreaming returns an error wrapping errWrite or
+// errSlowClient once it has stopped.
+func executeStreaming(ctx context.Context, svc contextService, id string, req contexts.ExecuteRequest, emit func(kernel.Event) error, idle func() error) (contexts.Execution, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	q := newEventQueue(cancel)
 	req.OnEvent = q.push
 	type outcome struct {
 		e   contexts.Execution
@@ -129,35 +213,57 @@ func executeStreaming(ctx context.Context, svc contextService, id string, req co
 		e, err := svc.Execute(ctx, id, req)
 		done <- outcome{e, err}
 	}()
+	var failed error
+	send := func() {
+		events, err := q.take()
+		for _, ev := range events {
+			if err == nil {
+				if werr := emit(ev); werr != nil {
+					err = fmt.Errorf("%w: %v", errWrite, werr)
+				}
+			}
+		}
+		if err != nil && failed == nil {
+			failed = err
+			cancel()
+		}
+	}
 
 	tick := time.NewTicker(keepAlive)
 	defer tick.Stop()
 	for {
 		select {
 		case <-q.ready:
-			for _, ev := range q.take() {
-				emit(ev)
+			if failed == nil {
+				send()
 			}
 		case <-tick.C:
-			if idle != nil {
-				idle()
+			if idle != nil && failed == nil {
+				if err := idle(); err != nil {
+					failed = fmt.Errorf("%w: %v", errWrite, err)
+					cancel()
+				}
 			}
 		case o := <-done:
-			for _, ev := range q.take() {
-				emit(ev)
+			if failed == nil {
+				send()
+			}
+			if failed != nil {
+				return o.e, failed
 			}
 			return o.e, o.err
 		}
 	}
 }
 
-func sendEvent(sse sseWriter, ev kernel.Event) {
+func sendEvent(sse sseWriter, ev kernel.Event) error {
 	switch ev.Type {
 	case "stdout", "stderr":
-		sse.send(ev.Type, textEvent{Text: ev.Text})
+		return sse.send(ev.Type, textEvent{Text: ev.Text})
 	case "result":
-		sse.send("result", newResultJSON(*ev.Output))
+		return sse.send("result", newResultJSON(*ev.Output))
 	case "error":
-		sse.send("error", newErrorJSON(ev.Error))
+		return sse.send("error", newErrorJSON(ev.Error))
 	}
+	return nil
 }

@@ -285,3 +285,41 @@ func TestExecuteStreamKeepsLastOutput(t *testing.T) {
 		}
 	}
 }
+
+// A client that falls more than maxQueued behind is cut off: the stream
+// ends without its end event, and the execution is interrupted (its ctx
+// ends) rather than its output piling up in the daemon.
+func TestExecuteStreamCutsOffSlowClient(t *testing.T) {
+	var rec *gatedRecorder
+	interrupted := make(chan bool, 1)
+	s := newTestServer(t, &fakeService{
+		get: func(string) (contexts.Info, error) { return sampleInfo(), nil },
+		execute: func(ctx context.Context, _ string, req contexts.ExecuteRequest) (contexts.Execution, error) {
+			req.OnEvent(kernel.Event{Type: "stdout", Text: "first\n"})
+			<-rec.blocked // the client stops reading
+			chunk := strings.Repeat("x", 1<<20)
+			for range maxQueued>>20 + 2 {
+				req.OnEvent(kernel.Event{Type: "stdout", Text: chunk})
+			}
+			select {
+			case <-ctx.Done():
+				interrupted <- true
+			case <-time.After(5 * time.Second):
+				interrupted <- false
+			}
+			close(rec.gate)
+			return contexts.Execution{Result: kernel.Result{Status: "ok"}}, nil
+		},
+	})
+	rec = &gatedRecorder{ResponseRecorder: httptest.NewRecorder(), hold: "first", blocked: make(chan struct{}), gate: make(chan struct{})}
+	req := httptest.NewRequest(http.MethodPost, "/api/v1/contexts/"+ctxID+"/execute", strings.NewReader(`{"code":"1"}`))
+	req.Header.Set("Accept", "text/event-stream")
+	s.h.ServeHTTP(rec, req)
+	if !<-interrupted {
+		t.Error("the execution was not interrupted when its client fell behind")
+	}
+	body := rec.Body.String()
+	if strings.Contains(body, "event: end") || len(body) > 1<<20 {
+		t.Errorf("a client cut off got %d bytes, ending %q", len(body), body[max(0, len(body)-80):])
+	}
+}

@@ -12,7 +12,8 @@ import (
 type Result struct {
 	Stdout string
 	Stderr string
-	// Truncated is true when stdout or stderr went past the output cap.
+	// Truncated is true when output went past the output cap, or was too
+	// large to read, and was not all kept.
 	Truncated bool
 	Outputs   []Output
 	// Error is set when the code raised, timed out or lost its kernel.
@@ -43,6 +44,15 @@ type Output struct {
 	Metadata json.RawMessage
 }
 
+// Size is about what o takes in memory and on the wire, in bytes.
+func (o *Output) Size() int {
+	n := len(o.Type) + len(o.Metadata)
+	for k, v := range o.Data {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
 // Error describes why an execution did not succeed.
 type Error struct {
 	Name      string
@@ -56,12 +66,16 @@ const (
 	ErrKernelDied = "KernelDied"
 )
 
-// Markers for output that was not kept: a stream cut at the output cap, and
+// Markers for output that was not kept: output cut at the output cap, and
 // a message too large to read.
 const (
 	truncatedMarker = "\n[output truncated]\n"
 	droppedMarker   = "\n[output too large to show was dropped]\n"
 )
+
+// maxErrorText caps an error's name and value, which are kept even past
+// the output cap so that a failure can always be told apart.
+const maxErrorText = 64 << 10
 
 var ansiEscape = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
 
@@ -77,22 +91,22 @@ type execution struct {
 	// from the connection's reader: it must not block.
 	onEvent func(Event)
 
-	mu        sync.Mutex
-	res       Result
-	stdout    cappedText
-	stderr    cappedText
-	gotReply  bool
-	gotIdle   bool
-	finished  bool
-	oversized bool // a message too large to read was dropped
+	mu       sync.Mutex
+	res      Result
+	budget   budget // one cap for all the output kept
+	stdout   strings.Builder
+	stderr   strings.Builder
+	gotReply bool
+	gotIdle  bool
+	finished bool
+	lost     bool // output was dropped outside the budget: too large to read or to keep
 }
 
 func newExecution(maxOutput int) *execution {
 	return &execution{
 		done:    make(chan struct{}),
 		started: make(chan struct{}),
-		stdout:  cappedText{limit: maxOutput},
-		stderr:  cappedText{limit: maxOutput},
+		budget:  budget{limit: maxOutput},
 	}
 }
 
@@ -103,36 +117,53 @@ func (e *execution) handle(m *Message) {
 	if e.finished {
 		return
 	}
-	switch m.Header.MsgType {
+	t := m.Header.MsgType
+	if e.budget.cut && (t == "stream" || t == "execute_result" || t == "display_data") {
+		return // past the cap: not even worth decoding (execute_reply has the count)
+	}
+	switch t {
 	case "stream":
 		var c streamContent
 		if json.Unmarshal(m.Content, &c) != nil {
 			return
 		}
 		if c.Name == "stderr" {
-			e.emit(Event{Type: "stderr", Text: e.stderr.write(c.Text)})
+			e.emit(Event{Type: "stderr", Text: e.write(&e.stderr, c.Text)})
 		} else {
-			e.emit(Event{Type: "stdout", Text: e.stdout.write(c.Text)})
+			e.emit(Event{Type: "stdout", Text: e.write(&e.stdout, c.Text)})
 		}
 	case "execute_result", "display_data":
 		var c dataContent
 		if json.Unmarshal(m.Content, &c) != nil {
 			return
 		}
-		out := Output{Type: m.Header.MsgType, Data: c.Data, Metadata: c.Metadata}
-		e.res.Outputs = append(e.res.Outputs, out)
-		e.emit(Event{Type: "result", Output: &out})
 		if c.ExecutionCount != nil {
 			e.res.ExecutionCount = c.ExecutionCount
 		}
+		out := Output{Type: t, Data: c.Data, Metadata: c.Metadata}
+		if ok, cutNow := e.budget.reserve(out.Size()); !ok {
+			if cutNow {
+				e.stdout.WriteString(truncatedMarker)
+				e.emit(Event{Type: "stdout", Text: truncatedMarker})
+			}
+			return
+		}
+		e.res.Outputs = append(e.res.Outputs, out)
+		e.emit(Event{Type: "result", Output: &out})
 	case "error":
 		var c errorContent
 		if json.Unmarshal(m.Content, &c) != nil {
 			return
 		}
 		tb := ansiEscape.ReplaceAllString(strings.Join(c.Traceback, "\n"), "")
-		e.res.Error = &Error{Name: c.Name, Value: c.Value, Traceback: tb}
-		e.stderr.write(tb + "\n")
+		// The traceback is sent twice, as the error's and at the end of
+		// stderr: it counts twice.
+		tb, cutNow := e.budget.fit(tb)
+		if cutNow {
+			tb += truncatedMarker
+		}
+		e.res.Error = &Error{Name: e.clip(c.Name), Value: e.clip(c.Value), Traceback: tb}
+		e.write(&e.stderr, tb+"\n")
 		e.emit(Event{Type: "error", Error: e.res.Error})
 	case "status":
 		var c statusContent
@@ -165,32 +196,71 @@ func (e *execution) handle(m *Message) {
 	}
 }
 
-// cappedText keeps the first limit bytes of a stream (all when limit <= 0)
-// and marks where it was cut.
-type cappedText struct {
-	b     strings.Builder
-	limit int
+// budget counts the bytes of output an execution keeps against one cap for
+// all of it: stdout, stderr, rich results and tracebacks. The first output
+// that does not fit whole is cut (text) or dropped (a rich result), and so
+// is everything after it, so what is kept is a prefix of what was sent.
+type budget struct {
+	limit int // <= 0: no cap
+	used  int
 	cut   bool
 }
 
-// write appends text and returns what of it was kept.
-func (c *cappedText) write(text string) string {
-	if c.cut {
-		return ""
+// reserve takes n bytes for an output kept whole or not at all. cutNow is
+// true when this is the output that went past the cap.
+func (b *budget) reserve(n int) (ok, cutNow bool) {
+	if b.cut {
+		return false, false
 	}
-	room := c.limit - c.b.Len()
-	if c.limit <= 0 || len(text) <= room {
-		c.b.WriteString(text)
-		return text
+	if b.limit > 0 && n > b.limit-b.used {
+		b.cut = true
+		return false, true
 	}
-	// Cut on a rune boundary so the kept text stays valid UTF-8.
-	for room > 0 && !utf8.RuneStart(text[room]) {
+	b.used += n
+	return true, false
+}
+
+// fit takes what of s fits, cut on a rune boundary so that it stays valid
+// UTF-8. cutNow is true when s is the output that went past the cap.
+func (b *budget) fit(s string) (kept string, cutNow bool) {
+	if b.cut {
+		return "", false
+	}
+	room := b.limit - b.used
+	if b.limit <= 0 || len(s) <= room {
+		b.used += len(s)
+		return s, false
+	}
+	for room > 0 && !utf8.RuneStart(s[room]) {
 		room--
 	}
-	kept := text[:room] + truncatedMarker
-	c.b.WriteString(kept)
-	c.cut = true
+	b.used += room
+	b.cut = true
+	return s[:room], true
+}
+
+// write appends to a stream what of text fits, and the marker where it was
+// cut; it returns what was appended.
+func (e *execution) write(stream *strings.Builder, text string) string {
+	kept, cutNow := e.budget.fit(text)
+	if cutNow {
+		kept += truncatedMarker
+	}
+	stream.WriteString(kept)
 	return kept
+}
+
+// clip cuts an error's name or value at maxErrorText.
+func (e *execution) clip(s string) string {
+	if len(s) <= maxErrorText {
+		return s
+	}
+	e.lost = true
+	n := maxErrorText
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + truncatedMarker
 }
 
 func (e *execution) emit(ev Event) {
@@ -205,8 +275,8 @@ func (e *execution) dropped() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.finished {
-		e.oversized = true
-		e.emit(Event{Type: "stdout", Text: e.stdout.write(droppedMarker)})
+		e.lost = true
+		e.emit(Event{Type: "stdout", Text: e.write(&e.stdout, droppedMarker)})
 	}
 }
 
@@ -252,8 +322,8 @@ func (e *execution) result() Result {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	r := e.res
-	r.Stdout = e.stdout.b.String()
-	r.Stderr = e.stderr.b.String()
-	r.Truncated = e.stdout.cut || e.stderr.cut || e.oversized
+	r.Stdout = e.stdout.String()
+	r.Stderr = e.stderr.String()
+	r.Truncated = e.budget.cut || e.lost
 	return r
 }

@@ -332,19 +332,18 @@ func shorten(s string) string {
 	return s
 }
 
-func TestExecutionOutputCapPerStream(t *testing.T) {
+// stdout and stderr share one cap: the first write past it is cut, and
+// every write after it is dropped, whichever stream it is on.
+func TestExecutionOutputCapShared(t *testing.T) {
 	ex := newExecution(4)
-	feed(t, ex, fxStream("stdout", "ab"), fxStream("stderr", "abcdefg"), fxStream("stdout", "cd"))
-	checkResult(t, ex.result(), Result{Stdout: "abcd", Stderr: "abcd" + truncatedMarkerWant, Truncated: true})
-
-	feed(t, ex, fxStream("stdout", "e"), fxStream("stderr", "h"))
-	checkResult(t, ex.result(), Result{Stdout: "abcd" + truncatedMarkerWant, Stderr: "abcd" + truncatedMarkerWant, Truncated: true})
+	feed(t, ex, fxStream("stdout", "ab"), fxStream("stderr", "cdefg"), fxStream("stdout", "h"))
+	checkResult(t, ex.result(), Result{Stdout: "ab", Stderr: "cd" + truncatedMarkerWant, Truncated: true})
 }
 
 func TestExecutionOutputCapTraceback(t *testing.T) {
-	// The traceback goes to stderr and counts against its cap; the Error
-	// keeps all of it.
-	ex := newExecution(10)
+	// The traceback is kept twice, as the Error's and at the end of stderr,
+	// and counts twice; the name and value are kept past the cap.
+	ex := newExecution(len(fxZeroDivisionTraceback) + 10)
 	feed(t, ex, fxZeroDivision, fxReplyError2, fxIdle)
 	checkResult(t, ex.result(), Result{
 		Stderr:         "----------" + truncatedMarkerWant,
@@ -353,6 +352,56 @@ func TestExecutionOutputCapTraceback(t *testing.T) {
 		ExecutionCount: intPtr(2),
 		Error:          &Error{Name: "ZeroDivisionError", Value: "division by zero", Traceback: fxZeroDivisionTraceback},
 	})
+
+	ex = newExecution(4)
+	feed(t, ex, fxStream("stdout", "abcdef"), fxZeroDivision, fxReplyError2, fxIdle)
+	checkResult(t, ex.result(), Result{
+		Stdout:         "abcd" + truncatedMarkerWant,
+		Truncated:      true,
+		Status:         "error",
+		ExecutionCount: intPtr(2),
+		Error:          &Error{Name: "ZeroDivisionError", Value: "division by zero"},
+	})
+}
+
+// Rich results count against the same cap as the streams: one that does
+// not fit is dropped, with the marker on stdout, and so is all that follows.
+func TestExecutionOutputCapResults(t *testing.T) {
+	html := func(n int) fixture {
+		b, _ := json.Marshal(map[string]any{"data": map[string]string{"text/html": strings.Repeat("x", n)}, "metadata": map[string]any{}})
+		return fixture{"display_data", string(b)}
+	}
+	// Each result takes its MIME type, its JSON string and {} of metadata.
+	one := len("display_data") + len("text/html") + len(`""`) + len("{}") + 100
+	var events []Event
+	ex := newExecution(2*one + 50)
+	ex.onEvent = func(e Event) { events = append(events, e) }
+	feed(t, ex, fxBusy, html(100), fxStream("stdout", "a"), html(100), html(100), fxStream("stdout", "b"), html(10), fxReplyOK1, fxIdle)
+	r := ex.result()
+	if len(r.Outputs) != 2 || !r.Truncated || r.Stdout != "a"+truncatedMarkerWant {
+		t.Errorf("%d outputs, truncated %v, stdout %q; want 2, true, %q", len(r.Outputs), r.Truncated, r.Stdout, "a"+truncatedMarkerWant)
+	}
+	var types []string
+	for _, e := range events {
+		types = append(types, e.Type)
+	}
+	if got := strings.Join(types, " "); got != "result stdout result stdout" || events[3].Text != truncatedMarkerWant {
+		t.Errorf("events %q, the last %q", got, events[len(events)-1].Text)
+	}
+	if !isDone(ex) {
+		t.Error("not done after reply and idle")
+	}
+}
+
+// A huge error name or value is clipped, not kept whole past the cap.
+func TestExecutionErrorTextClipped(t *testing.T) {
+	b, _ := json.Marshal(errorContent{Name: "E", Value: strings.Repeat("v", 1<<20), Traceback: []string{"tb"}})
+	ex := newExecution(100)
+	feed(t, ex, fixture{"error", string(b)}, fxReplyError2, fxIdle)
+	r := ex.result()
+	if r.Error == nil || len(r.Error.Value) > 64<<10+len(truncatedMarkerWant) || !strings.HasSuffix(r.Error.Value, truncatedMarkerWant) || !r.Truncated {
+		t.Errorf("error value of %d bytes, truncated %v", len(r.Error.Value), r.Truncated)
+	}
 }
 
 // An execution counts as started once the kernel reports busy for it, or

@@ -22,8 +22,10 @@ var ErrClosed = errors.New("kernel connection closed")
 
 // Options tune a Kernel.
 type Options struct {
-	// MaxOutput caps what is kept of stdout and of stderr per execution, in
-	// bytes; 0 keeps everything.
+	// MaxOutput caps what is kept of all the output of one execution
+	// together (stdout, stderr, rich results, the traceback), in bytes; 0
+	// keeps everything. Past it, output is dropped and the result marked
+	// truncated.
 	MaxOutput int
 	// InterruptGrace is how long a timed-out execution may take to stop after
 	// the interrupt before the kernel is restarted.
@@ -339,8 +341,11 @@ func (k *Kernel) read(conn *websocket.Conn) {
 			continue
 		}
 		data := buf.Bytes()
-		if buf.Cap() > 1<<20 {
-			// Do not pin a large buffer for the life of the connection.
+		if buf.Cap() > 1<<20 && buf.Len() < 64<<10 {
+			// Keep a large buffer while large messages keep coming (a burst
+			// of rich output), but do not pin it for the life of the
+			// connection: a small message (the idle status that ends the
+			// burst) lets it go.
 			buf = bytes.Buffer{}
 		}
 		var m Message
