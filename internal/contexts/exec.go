@@ -1,6 +1,8 @@
 package contexts
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"strings"
 	"unicode/utf8"
@@ -100,3 +102,47 @@ func (c *textCapture) add(text string) {
 }
 
 func (c *textCapture) String() string { return c.b.String() }
+
+// HeadWriter splits a stream that begins with a head ended by a NUL, as
+// the output of the processes the daemon runs in containers does (a pid, a
+// file's description): it keeps the head, at most Max bytes, and writes
+// the rest to W.
+type HeadWriter struct {
+	W   io.Writer
+	Max int
+	// OnHead, when set, is called with the head once it is whole.
+	OnHead func(head []byte)
+	buf    []byte
+	seen   bool
+}
+
+func (h *HeadWriter) Write(p []byte) (int, error) {
+	if h.seen {
+		return h.W.Write(p)
+	}
+	n := len(p)
+	i := bytes.IndexByte(p, 0)
+	if i < 0 {
+		i = len(p)
+	}
+	if len(h.buf)+i > h.Max {
+		return 0, fmt.Errorf("the output did not start with a head of at most %d bytes", h.Max)
+	}
+	h.buf = append(h.buf, p[:i]...)
+	if i == len(p) {
+		return n, nil
+	}
+	h.seen = true
+	if h.OnHead != nil {
+		h.OnHead(h.buf)
+	}
+	if rest := p[i+1:]; len(rest) > 0 {
+		if _, err := h.W.Write(rest); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// Head returns the head, and whether it has come whole.
+func (h *HeadWriter) Head() ([]byte, bool) { return h.buf, h.seen }

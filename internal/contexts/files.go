@@ -332,7 +332,7 @@ func (m *Manager) OpenFile(ctx context.Context, id, p string) (FileInfo, io.Read
 	ctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
 	header := make(chan string, 1)
-	out := &headerWriter{w: pw, header: header}
+	out := &HeadWriter{W: pw, Max: 4096, OnHead: func(h []byte) { header <- string(h) }}
 	stderr := &cappedBuffer{max: 64 << 10}
 	done := make(chan struct{})
 	var execErr error
@@ -340,11 +340,12 @@ func (m *Manager) OpenFile(ctx context.Context, id, p string) (FileInfo, io.Read
 		defer close(done)
 		defer s.touch()
 		code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("read", s.info.WorkingDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
+		_, seen := out.Head()
 		switch {
 		case err != nil:
 		case code != 0:
 			err = fileError(code, rel, stderr)
-		case !out.seen:
+		case !seen:
 			err = fmt.Errorf("read %s in %s: no description before the data", rel, id)
 		}
 		execErr = err
@@ -385,39 +386,6 @@ func (r *execReader) Close() error {
 	r.cancel()
 	<-r.done
 	return nil
-}
-
-// headerWriter sends what a stream holds before its first NUL to header,
-// and writes the rest to w.
-type headerWriter struct {
-	w      io.Writer
-	header chan<- string
-	buf    []byte
-	seen   bool
-}
-
-func (h *headerWriter) Write(p []byte) (int, error) {
-	if h.seen {
-		return h.w.Write(p)
-	}
-	n := len(p)
-	i := bytes.IndexByte(p, 0)
-	if i < 0 {
-		if len(h.buf)+len(p) > 4096 {
-			return 0, errors.New("the file's description is too long")
-		}
-		h.buf = append(h.buf, p...)
-		return n, nil
-	}
-	h.buf = append(h.buf, p[:i]...)
-	h.seen = true
-	h.header <- string(h.buf)
-	if rest := p[i+1:]; len(rest) > 0 {
-		if _, err := h.w.Write(rest); err != nil {
-			return 0, err
-		}
-	}
-	return n, nil
 }
 
 // ListFiles lists the directory dir, relative to the context's working

@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,13 +33,15 @@ const killGroup = `kill -KILL -"$1" 2>/dev/null || kill -KILL "$1"`
 // whole, so files of any size pass through. When ctx ends first, the
 // process and its process group are killed before Exec returns.
 func (r *Runtime) Exec(ctx context.Context, inst contexts.Instance, spec contexts.ExecSpec) (int, error) {
-	out := &pidWriter{w: orDiscard(spec.Stdout)}
+	out := &contexts.HeadWriter{W: orDiscard(spec.Stdout), Max: 20}
 	raw := spec
 	raw.Cmd = append([]string{"sh", "-c", execPreamble, "sandboxd-exec"}, spec.Cmd...)
 	raw.Stdout = out
 	execID, code, err := r.exec(ctx, inst, raw)
 	if err != nil && ctx.Err() != nil && execID != "" {
-		if kerr := r.kill(inst, spec.User, execID, out.pid); kerr != nil {
+		head, _ := out.Head()
+		pid, _ := strconv.Atoi(string(head)) // 0 until the exec said it
+		if kerr := r.kill(inst, spec.User, execID, pid); kerr != nil {
 			err = errors.Join(err, kerr)
 		}
 	}
@@ -128,42 +129,6 @@ func (r *Runtime) exec(ctx context.Context, inst contexts.Instance, spec context
 	}
 	code, err := r.execExitCode(ctx, created.ID)
 	return created.ID, code, err
-}
-
-// pidWriter takes the pid execPreamble writes, up to a NUL, off the
-// front of a stream, and passes the rest to w.
-type pidWriter struct {
-	w    io.Writer
-	head []byte
-	done bool
-	pid  int
-}
-
-func (p *pidWriter) Write(b []byte) (int, error) {
-	if p.done {
-		return p.w.Write(b)
-	}
-	n := len(b)
-	i := bytes.IndexByte(b, 0)
-	if i < 0 {
-		if len(p.head)+len(b) > 20 {
-			return 0, errors.New("exec output did not start with its pid")
-		}
-		p.head = append(p.head, b...)
-		return n, nil
-	}
-	p.head = append(p.head, b[:i]...)
-	pid, err := strconv.Atoi(string(p.head))
-	if err != nil {
-		return 0, fmt.Errorf("exec output did not start with its pid: %q", p.head)
-	}
-	p.pid, p.done = pid, true
-	if rest := b[i+1:]; len(rest) > 0 {
-		if _, err := p.w.Write(rest); err != nil {
-			return 0, err
-		}
-	}
-	return n, nil
 }
 
 // execExitCode waits for the engine to record the exec's end. Its output
