@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -48,20 +47,7 @@ func TestDockerCompose(t *testing.T) {
 	}
 
 	d := &daemon{url: "http://" + addr, validator: apitest.New(t)}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		resp, err := http.Get(d.url + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no answer on /health: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	d.waitHealthy(t, time.Minute)
 
 	id := d.create(t)
 	if e := d.execute(t, id, `print("Hello from Local Sandbox")`, 30); e.Output.Stdout != "Hello from Local Sandbox\n" {

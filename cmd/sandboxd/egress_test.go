@@ -235,20 +235,7 @@ func TestEgressFromContainer(t *testing.T) {
 		"--allow-egress", "--egress-ports", "80,443,"+hostPort)
 
 	d := &daemon{url: "http://" + addr, validator: apitest.New(t)}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		resp, err := http.Get(d.url + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no answer on /health: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	d.waitHealthy(t, time.Minute)
 
 	var c contextJSON
 	if status := d.call(t, "POST", "/api/v1/contexts", map[string]any{"language": "python", "network": true}, &c); status != http.StatusCreated {

@@ -90,6 +90,26 @@ func startDaemon(tb testing.TB, args ...string) *daemon {
 	}
 }
 
+// waitHealthy waits until a daemon started elsewhere (a process, a
+// container) answers /health.
+func (d *daemon) waitHealthy(tb testing.TB, timeout time.Duration) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(d.url + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("no answer on /health: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // shutdown stops the daemon as SIGTERM does and waits for run to return.
 func (d *daemon) shutdown(tb testing.TB) {
 	tb.Helper()

@@ -382,8 +382,8 @@ type execReader struct {
 func (r *execReader) Read(p []byte) (int, error) { return r.pr.Read(p) }
 
 func (r *execReader) Close() error {
+	r.cancel() // first: Exec kills a process whose reader is gone
 	r.pr.Close()
-	r.cancel()
 	<-r.done
 	return nil
 }

@@ -668,7 +668,9 @@ func (m *Manager) List() []Info {
 }
 
 // Delete removes the context with id and its container. An execution still
-// running in it ends with the error ErrContextDeleted. Errors: CodeNotFound.
+// running in it ends with the error ErrContextDeleted. A context being
+// taken over after a restart is removed once that has ended. Errors:
+// CodeNotFound, and ctx's error when ctx ended while it waited.
 func (m *Manager) Delete(ctx context.Context, id string) error {
 	if s, err := m.get(id); err == nil && s.recovered != nil {
 		// Removing it while it is taken over would race with that.

@@ -30,7 +30,8 @@ const killGroup = `kill -KILL -"$1" 2>/dev/null || kill -KILL "$1"`
 // Exec runs a process in the container through the engine's exec API, so
 // it works with the container's network off, and runs under the
 // container's own limits. Output is copied as it arrives, never held
-// whole, so files of any size pass through. When ctx ends first, the
+// whole, so files of any size pass through. When Exec fails while the
+// process still runs (ctx ended, its output could not be passed on), the
 // process and its process group are killed before Exec returns.
 func (r *Runtime) Exec(ctx context.Context, inst contexts.Instance, spec contexts.ExecSpec) (int, error) {
 	out := &contexts.HeadWriter{W: orDiscard(spec.Stdout), Max: 20}
@@ -38,7 +39,7 @@ func (r *Runtime) Exec(ctx context.Context, inst contexts.Instance, spec context
 	raw.Cmd = append([]string{"sh", "-c", execPreamble, "sandboxd-exec"}, spec.Cmd...)
 	raw.Stdout = out
 	execID, code, err := r.exec(ctx, inst, raw)
-	if err != nil && ctx.Err() != nil && execID != "" {
+	if err != nil && execID != "" {
 		head, _ := out.Head()
 		pid, _ := strconv.Atoi(string(head)) // 0 until the exec said it
 		if kerr := r.kill(inst, spec.User, execID, pid); kerr != nil {

@@ -37,6 +37,7 @@ func (r *Runtime) HostAddrs() []netip.Prefix {
 // container in the host's network namespace, made from image, prints the
 // kernel's tables of local IPv4 routes and IPv6 addresses.
 func (r *Runtime) LoadHostAddrs(ctx context.Context, image string) ([]netip.Prefix, error) {
+	r.removeProbes(ctx)
 	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: &container.Config{
 			Image:      image,
@@ -87,6 +88,21 @@ func (r *Runtime) LoadHostAddrs(ctx context.Context, image string) ([]netip.Pref
 	}
 	r.hostAddrs.Store(&addrs)
 	return addrs, nil
+}
+
+// removeProbes removes the probes of this daemon's that a run which died
+// during one left behind: only it would ever look for them.
+func (r *Runtime) removeProbes(ctx context.Context) {
+	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{
+		All:     true,
+		Filters: make(client.Filters).Add("label", labelProbe+"="+r.cfg.Owner),
+	})
+	if err != nil {
+		return // the probe's own create says what is wrong
+	}
+	for _, c := range res.Items {
+		r.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true})
+	}
 }
 
 // WatchHostAddrs loads the engine host's addresses, then again every

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -59,14 +60,27 @@ fe8000000000000000fc00fffe000001 04 40 20 80     eth0
 // it), and a proxy given them refuses them.
 func TestLoadHostAddrs(t *testing.T) {
 	testenv.RequireDocker(t)
-	rt, err := New(Config{Owner: testenv.Owner(t), SocketDir: testenv.SocketDir(t)})
+	owner := testenv.Owner(t)
+	rt, err := New(Config{Owner: owner, SocketDir: testenv.SocketDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rt.Close()
+	// A probe that a daemon of the same name left when it died.
+	left := owner + "-probe"
+	if out, err := exec.Command("docker", "create", "--name", left, "--label", labelProbe+"="+owner, testenv.KernelImage()).CombinedOutput(); err != nil {
+		t.Fatalf("docker create: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", left).Run() })
 	addrs, err := rt.LoadHostAddrs(t.Context(), testenv.KernelImage())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if exec.Command("docker", "inspect", left).Run() == nil {
+		t.Error("a probe left by an earlier run is still there")
+	}
+	if out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+labelProbe+"="+owner).Output(); len(out) > 0 {
+		t.Errorf("probe containers left: %s", out)
 	}
 	t.Logf("engine host addresses: %v", addrs)
 	ifaddrs, err := net.InterfaceAddrs()

@@ -251,7 +251,7 @@ func (s *session) dialChecked(ctx context.Context, hostport string) (net.Conn, *
 	if !slices.Contains(s.p.Ports, uint16(port)) {
 		return nil, &egressError{http.StatusForbidden, fmt.Sprintf("egress to %s refused: port %d is not allowed (allowed: %s)", hostport, port, portList(s.p.Ports))}
 	}
-	release, ok := s.acquire()
+	release, ok := s.acquire(ctx)
 	if !ok {
 		return nil, &egressError{http.StatusTooManyRequests, fmt.Sprintf("egress to %s refused: this context has %d connections open, the most it may", hostport, s.p.MaxConns)}
 	}
@@ -263,20 +263,38 @@ func (s *session) dialChecked(ctx context.Context, hostport string) (net.Conn, *
 	return &slotConn{TCPConn: conn, release: sync.OnceFunc(release)}, nil
 }
 
-// acquire takes a connection slot, without waiting. When none is free it
-// drops the idle kept-alive connections, which hold slots, and tries once
-// more.
-func (s *session) acquire() (release func(), ok bool) {
+// slotWait is how long a connection waits for a slot when all are taken:
+// long enough for a connection whose response was just read to go back to
+// the idle pool, where it can be dropped, and short enough that a context
+// holding its most never queues.
+const slotWait = time.Second
+
+// acquire takes a connection slot. When none is free it drops the idle
+// kept-alive connections, which hold slots, and waits up to slotWait for
+// one to be given back.
+func (s *session) acquire(ctx context.Context) (release func(), ok bool) {
 	release = func() { <-s.conns }
-	for range 2 {
+	select {
+	case s.conns <- struct{}{}:
+		return release, true
+	default:
+	}
+	wait := time.NewTimer(slotWait)
+	defer wait.Stop()
+	drop := time.NewTicker(slotWait / 20)
+	defer drop.Stop()
+	for {
+		s.transport.CloseIdleConnections()
 		select {
 		case s.conns <- struct{}{}:
 			return release, true
-		default:
-			s.transport.CloseIdleConnections()
+		case <-drop.C:
+		case <-wait.C:
+			return nil, false
+		case <-ctx.Done():
+			return nil, false
 		}
 	}
-	return nil, false
 }
 
 // slotConn is an upstream connection that gives its slot back when closed.

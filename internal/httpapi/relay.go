@@ -26,9 +26,11 @@ const (
 )
 
 // maxRelayQueue is how many execute_requests a websocket may have waiting
-// behind the running one. More are refused at once with a QueueFull reply:
-// the reader must never wait for the queue, or interrupts and pings on the
-// same websocket would go unanswered.
+// behind the running one. More are refused with a QueueFull reply rather
+// than waited for: a reader waiting for the queue would leave interrupts
+// and pings on the same websocket unanswered until a whole execution ended.
+// (Replies still wait for a writer that the client does not read from, at
+// most writeWait, after which the connection is cut.)
 const maxRelayQueue = 16
 
 // relayUpgrader keeps gorilla's default origin check: a web page of

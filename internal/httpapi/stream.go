@@ -34,8 +34,9 @@ func wantsEventStream(r *http.Request) bool {
 // maxQueued bounds the output waiting for a client to read it, in bytes.
 // A client that falls further behind is cut off and its execution
 // interrupted, so that no client can make the daemon hold output without
-// limit. It is above the default --max-output, which bounds each execution's
-// output anyway.
+// limit. With the default --max-output, which bounds what one execution
+// sends, it is never reached: a slow client is cut off by the write
+// deadline instead. It holds for a larger --max-output.
 const maxQueued = 16 << 20
 
 // errSlowClient ends a stream whose client fell maxQueued behind.

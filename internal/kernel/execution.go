@@ -155,14 +155,26 @@ func (e *execution) handle(m *Message) {
 		if json.Unmarshal(m.Content, &c) != nil {
 			return
 		}
-		tb := ansiEscape.ReplaceAllString(strings.Join(c.Traceback, "\n"), "")
+		name, value := e.clip(c.Name), e.clip(c.Value)
+		fits, cutNow := e.budget.reserve(len(name) + len(value))
+		if cutNow {
+			e.stdout.WriteString(truncatedMarker)
+			e.emit(Event{Type: "stdout", Text: truncatedMarker})
+		}
+		if !fits {
+			// Past the cap the error is kept for the summary alone: code
+			// that sends errors of its own in a loop streams no more.
+			e.res.Error = &Error{Name: name, Value: value}
+			e.lost = true
+			return
+		}
 		// The traceback is sent twice, as the error's and at the end of
 		// stderr: it counts twice.
-		tb, cutNow := e.budget.fit(tb)
-		if cutNow {
+		tb, cut := e.budget.fit(ansiEscape.ReplaceAllString(strings.Join(c.Traceback, "\n"), ""))
+		if cut {
 			tb += truncatedMarker
 		}
-		e.res.Error = &Error{Name: e.clip(c.Name), Value: e.clip(c.Value), Traceback: tb}
+		e.res.Error = &Error{Name: name, Value: value, Traceback: tb}
 		e.write(&e.stderr, tb+"\n")
 		e.emit(Event{Type: "error", Error: e.res.Error})
 	case "status":

@@ -334,6 +334,26 @@ func shorten(s string) string {
 
 // stdout and stderr share one cap: the first write past it is cut, and
 // every write after it is dropped, whichever stream it is on.
+// Past the cap, errors are kept for the result alone, not streamed: code
+// that sends error messages of its own in a loop gets nothing more out.
+func TestExecutionErrorsPastCap(t *testing.T) {
+	ex := newExecution(64)
+	var events int
+	ex.onEvent = func(Event) { events++ }
+	msgs := []fixture{fxStream("stdout", strings.Repeat("x", 64))}
+	for range 1000 {
+		msgs = append(msgs, fxZeroDivision)
+	}
+	feed(t, ex, append(msgs, fxReplyError2, fxIdle)...)
+	r := ex.result()
+	if !r.Truncated || r.Error == nil || r.Error.Name != "ZeroDivisionError" || r.Error.Traceback != "" || len(r.Stderr) != 0 {
+		t.Errorf("result %+v", r)
+	}
+	if events != 2 {
+		t.Errorf("%d events, want the stdout one and the truncation marker", events)
+	}
+}
+
 func TestExecutionOutputCapShared(t *testing.T) {
 	ex := newExecution(4)
 	feed(t, ex, fxStream("stdout", "ab"), fxStream("stderr", "cdefg"), fxStream("stdout", "h"))
@@ -342,8 +362,9 @@ func TestExecutionOutputCapShared(t *testing.T) {
 
 func TestExecutionOutputCapTraceback(t *testing.T) {
 	// The traceback is kept twice, as the Error's and at the end of stderr,
-	// and counts twice; the name and value are kept past the cap.
-	ex := newExecution(len(fxZeroDivisionTraceback) + 10)
+	// and counts twice; the name and value count once, and are kept past
+	// the cap.
+	ex := newExecution(len("ZeroDivisionError") + len("division by zero") + len(fxZeroDivisionTraceback) + 10)
 	feed(t, ex, fxZeroDivision, fxReplyError2, fxIdle)
 	checkResult(t, ex.result(), Result{
 		Stderr:         "----------" + truncatedMarkerWant,
