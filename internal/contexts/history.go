@@ -141,9 +141,13 @@ func (h *history) add(e Entry) Entry {
 	return e
 }
 
+// entryShare is the part of the bytes bound one entry may take: a huge
+// output is cut to leave room for the entries around it.
+const entryShare = 4
+
 // keep adds e to the entries in memory and drops the oldest past the bounds.
 func (h *history) keep(e Entry) Entry {
-	e.fit(h.maxBytes)
+	e.fit(h.maxBytes / entryShare)
 	h.next = e.ID + 1
 	if h.maxEntries <= 0 {
 		return e
