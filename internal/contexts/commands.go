@@ -91,11 +91,17 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 	// The daemon's own deadline, for a container too stuck to kill.
 	dctx, cancel := context.WithTimeout(ctx, timeout+commandKillAge+5*time.Second)
 	defer cancel()
+	m.events.publish(Event{Type: EventExecutionStarted, ContextID: id, Kind: KindCommand, Command: req.Command})
 	start := time.Now()
 	code, err := m.rt.Exec(dctx, s.inst, ExecSpec{Cmd: cmd, Env: envList(env), User: ContextUser, Stdout: out.stdoutWriter(), Stderr: out.stderrWriter()})
 	took := time.Since(start)
 	out.close()
+	// Every command that started is recorded, those that failed to run too.
+	entry := Entry{Kind: KindCommand, StartedAt: start.UTC(), Duration: took, Command: req.Command, ExitCode: code,
+		Stdout: out.stdout.String(), Stderr: out.stderr.String(), Truncated: out.stdout.cut || out.stderr.cut}
+	defer func() { m.record(s, entry) }()
 	if err != nil {
+		entry.ExitCode = exitKilled
 		// Exec has killed the command: the client went away, or the
 		// daemon's deadline passed.
 		if ctx.Err() != nil || dctx.Err() == nil {
@@ -105,7 +111,9 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 		code = exitKilled
 	} else if !out.started() {
 		// The command never ran: cwd did not pass.
-		return CommandResult{}, fileError(code, cwd, out.early)
+		err := fileError(code, cwd, out.early)
+		entry.Stderr = err.Error()
+		return CommandResult{}, err
 	}
 	res := CommandResult{
 		Stdout:    out.stdout.String(),
@@ -115,6 +123,7 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 		Truncated: out.stdout.cut || out.stderr.cut,
 		TimedOut:  (code == exitTimedOut || code == exitKilled) && took >= timeout,
 	}
+	entry.Success, entry.ExitCode = code == 0, code
 	return res, nil
 }
 

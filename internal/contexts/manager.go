@@ -73,7 +73,18 @@ type Config struct {
 	// StateDir, when set, keeps a record of each context, so that Recover
 	// can take its container over after the daemon restarts.
 	StateDir string
+	// HistoryEntries and HistoryBytes bound each context's history: its
+	// number of entries, and their texts and results together. 0 takes
+	// the defaults.
+	HistoryEntries int
+	HistoryBytes   int
 }
+
+// Defaults of Config.HistoryEntries and HistoryBytes.
+const (
+	DefaultHistoryEntries = 200
+	DefaultHistoryBytes   = 4 << 20
+)
 
 // DefaultWorkingDir is where code runs unless the context says otherwise.
 const DefaultWorkingDir = "/workspace"
@@ -153,6 +164,8 @@ type Manager struct {
 
 	pools map[string]*pool // by language; a language without one has a nil pool
 
+	events broker
+
 	mu       sync.RWMutex
 	contexts map[string]*sandbox
 	// reserved counts the contexts that exist or are being made; freed is
@@ -169,6 +182,7 @@ type sandbox struct {
 	inst   Instance
 	token  string // its Jupyter server's
 	kernel *kernel.Kernel
+	hist   *history // set before the context is listed
 	// turn admits one execution at a time; blocked senders on a channel are
 	// served in arrival order.
 	turn chan struct{}
@@ -262,6 +276,12 @@ func NewManager(rt Runtime, cfg Config, log *slog.Logger, m *Metrics) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	if m == nil {
 		m = NewMetrics(nil)
+	}
+	if cfg.HistoryEntries == 0 {
+		cfg.HistoryEntries = DefaultHistoryEntries
+	}
+	if cfg.HistoryBytes == 0 {
+		cfg.HistoryBytes = DefaultHistoryBytes
 	}
 	mgr := &Manager{
 		rt:        rt,
@@ -446,6 +466,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		return Info{}, &Error{Code: CodeKernelUnavailable, Message: "could not set the working dir and env", Err: err}
 	}
 
+	s.hist = m.newHistory(s.info.ID)
 	if err := m.saveRecord(s); err != nil {
 		m.log.Warn("the context will not survive a restart of the daemon", "context_id", s.info.ID, "error", err)
 	}
@@ -453,6 +474,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	m.contexts[s.info.ID] = s
 	m.mu.Unlock()
 	registered = true
+	info := s.snapshot()
+	m.events.publish(Event{Type: EventContextCreated, ContextID: info.ID, Info: &info})
 	m.metrics.active.Inc()
 	m.metrics.creates.WithLabelValues("ok").Inc()
 	m.metrics.createSeconds.Observe(time.Since(start).Seconds())
@@ -689,7 +712,9 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	}
 	m.release()
 	m.metrics.active.Dec()
-	return m.remove(s)
+	err := m.remove(s)
+	m.events.publish(Event{Type: EventContextDeleted, ContextID: id})
+	return err
 }
 
 // remove closes the kernel connection and removes the container. It keeps
@@ -751,6 +776,7 @@ func (m *Manager) Execute(ctx context.Context, id string, req ExecuteRequest) (E
 	}
 
 	s.setStatus(StatusBusy)
+	m.events.publish(Event{Type: EventExecutionStarted, ContextID: id, Kind: KindExecution, Code: req.Code})
 	start := time.Now()
 	res, err := s.kernel.Execute(ctx, kernel.Request{Code: req.Code, Timeout: timeout, OnEvent: req.OnEvent})
 	if err == nil && res.Error != nil && res.Error.Name == kernel.ErrKernelDied && !res.Restarted {
@@ -790,6 +816,12 @@ func (m *Manager) Execute(ctx context.Context, id string, req ExecuteRequest) (E
 	s.executions++
 	s.mu.Unlock()
 
+	entry := Entry{Kind: KindExecution, StartedAt: start.UTC(), Duration: exe.Duration, Code: req.Code,
+		Success: err == nil && exe.Success(), Stdout: res.Stdout, Stderr: res.Stderr, Outputs: res.Outputs, Error: res.Error, Truncated: res.Truncated}
+	if err != nil {
+		entry.Error = &kernel.Error{Name: "KernelUnavailable", Value: "the kernel cannot be reached"}
+	}
+	m.record(s, entry)
 	if err != nil {
 		m.metrics.executions.WithLabelValues("unavailable").Inc()
 		return Execution{}, &Error{Code: CodeKernelUnavailable, Message: "the kernel cannot be reached", Err: err}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/kernel"
@@ -63,6 +64,8 @@ func (m *Manager) loadRecord(id string) (record, error) {
 func (m *Manager) dropRecord(id string) {
 	if m.cfg.StateDir != "" {
 		os.Remove(m.recordPath(id))
+		os.Remove(m.historyPath(id))
+		os.Remove(m.historyPath(id) + ".tmp")
 	}
 }
 
@@ -109,6 +112,12 @@ func (m *Manager) Recover(ctx context.Context) error {
 				os.Remove(f)
 			}
 		}
+		files, _ = filepath.Glob(filepath.Join(m.cfg.StateDir, "ctx-*.history.jsonl*"))
+		for _, f := range files {
+			if id, _, _ := strings.Cut(filepath.Base(f), "."); !seen[id] {
+				os.Remove(f)
+			}
+		}
 	}
 	return nil
 }
@@ -139,6 +148,7 @@ func (m *Manager) recovering(inst Instance) (*sandbox, error) {
 		status:       StatusRecovering,
 		lastActivity: time.Now().UTC().Truncate(time.Second),
 		booted:       time.Now(),
+		hist:         m.newHistory(rec.ID),
 	}
 	m.mu.Lock()
 	m.contexts[s.info.ID] = s
@@ -160,6 +170,10 @@ func (m *Manager) adopt(s *sandbox) error {
 		if _, err := m.rt.OpenEgress(ctx, s.inst); err != nil {
 			return fmt.Errorf("egress: %w", err)
 		}
+	}
+	if err := s.hist.load(); err != nil {
+		// Its kernel and variables are worth more than its past.
+		m.log.Warn("the context's history is lost", "context_id", s.info.ID, "error", err)
 	}
 	server := kernel.NewServer(s.inst.Socket, s.token)
 	kernels, err := server.Kernels(ctx)
