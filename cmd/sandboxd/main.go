@@ -84,6 +84,8 @@ type config struct {
 	Insecure       bool
 	KeepContexts   bool
 	IdleTTL        time.Duration
+	HistoryEntries int
+	HistoryBytes   byteSize
 	MCPSessions    mcp.SessionLimits
 	LogFormat      string
 	LogLevel       slog.Level
@@ -219,7 +221,7 @@ func (p *prefixList) Set(s string) error {
 // parseConfig reads flags, then fills every flag not given from its
 // environment variable: --max-timeout from SANDBOXD_MAX_TIMEOUT, and so on.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{EgressPorts: portList(egress.DefaultPorts), WorkspaceSize: -1, Memory: 1 << 30, TmpSize: 256 << 20, MaxFileSize: 1 << 30, MaxOutput: 10 << 20, MaxBody: 10 << 20, Pool: poolSizes{"python": 2}}
+	c := config{EgressPorts: portList(egress.DefaultPorts), WorkspaceSize: -1, Memory: 1 << 30, TmpSize: 256 << 20, MaxFileSize: 1 << 30, MaxOutput: 10 << 20, MaxBody: 10 << 20, HistoryBytes: contexts.DefaultHistoryBytes, Pool: poolSizes{"python": 2}}
 	fs := flag.NewFlagSet("sandboxd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address to serve HTTP on")
@@ -259,6 +261,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.BasicAuth, "basic-auth", "", "require HTTP Basic credentials user:password (or an API key)")
 	fs.StringVar(&c.AllowedHosts, "allowed-hosts", "", "Host header names accepted besides localhost when no auth is set, comma-separated; * for any")
 	fs.DurationVar(&c.IdleTTL, "idle-ttl", 30*time.Minute, "remove a context after this long without an execution; 0 keeps it until deleted")
+	fs.IntVar(&c.HistoryEntries, "history-entries", contexts.DefaultHistoryEntries, "most entries kept in each context's history of executions and commands; the oldest are dropped first")
+	fs.Var(&c.HistoryBytes, "history-bytes", "cap on each context's history, its entries' texts and results together; one larger entry is cut to fit")
 	fs.IntVar(&c.MCPSessions.Max, "mcp-max-sessions", 256, "most MCP sessions kept at once on /mcp; more are refused with 429; 0 is no limit")
 	fs.DurationVar(&c.MCPSessions.Idle, "mcp-session-idle", 30*time.Minute, "end an MCP session after this long without a request; 0 keeps it until the client ends it")
 	fs.BoolVar(&c.KeepContexts, "keep-contexts", false, "on SIGTERM, leave contexts running for the next run to take over, instead of removing them")
@@ -294,6 +298,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, errors.New("--tmp-size must be less than --memory: /tmp counts against it")
 	case c.EgressMaxConns < 1:
 		return c, errors.New("--egress-max-conns must be at least 1")
+	case c.HistoryEntries < 1 || c.HistoryBytes < 1:
+		return c, errors.New("--history-entries and --history-bytes must be at least 1")
 	case len(c.EgressPorts) == 0:
 		return c, errors.New("--egress-ports must name a port; leave out --allow-egress to give contexts no network")
 	}
@@ -475,6 +481,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		AllowEgress:    cfg.AllowEgress,
 		StateDir:       cfg.SocketDir,
 		IdleTTL:        cfg.IdleTTL,
+		HistoryEntries: cfg.HistoryEntries,
+		HistoryBytes:   int(cfg.HistoryBytes),
 	}, log, contexts.NewMetrics(reg))
 
 	// Listen first: a daemon that cannot serve must not take over, nor
@@ -515,6 +523,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(mcpHandler.Close)
+	// Event streams never end of themselves: Shutdown would wait for them.
+	srv.RegisterOnShutdown(mgr.EndEvents)
 	log.Info("sandboxd listening", "addr", ln.Addr().String(), "version", version(), "image", cfg.Image)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

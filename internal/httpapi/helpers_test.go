@@ -35,6 +35,8 @@ type fakeService struct {
 	restart   func(ctx context.Context, id string) (contexts.Info, error)
 	ping      func(ctx context.Context) error
 	languages func(ctx context.Context) ([]contexts.LanguageStatus, error)
+	history   func(id string, before int64, limit int) (contexts.HistoryPage, error)
+	events    chan contexts.Event
 	fakeFiles // the file and command methods, in files_test.go
 
 	mu         sync.Mutex
@@ -64,6 +66,23 @@ type executeCall struct {
 }
 
 var errUnexpectedCall = errors.New("fakeService: unexpected call")
+
+func (f *fakeService) History(id string, before int64, limit int) (contexts.HistoryPage, error) {
+	if f.history == nil {
+		return contexts.HistoryPage{}, errUnexpectedCall
+	}
+	return f.history(id, before, limit)
+}
+
+// Subscribe hands out f.events, which the test closes to end the stream.
+func (f *fakeService) Subscribe() (<-chan contexts.Event, func()) {
+	if f.events == nil {
+		ch := make(chan contexts.Event)
+		close(ch)
+		return ch, func() {}
+	}
+	return f.events, func() {}
+}
 
 func (f *fakeService) Create(ctx context.Context, req contexts.CreateRequest) (contexts.Info, error) {
 	f.mu.Lock()

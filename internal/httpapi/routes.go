@@ -30,6 +30,7 @@ type contextService interface {
 	Languages(ctx context.Context) ([]contexts.LanguageStatus, error)
 	Pools() []contexts.PoolStatus
 	fileService
+	historyService
 }
 
 // Config tunes the handler.
@@ -75,6 +76,7 @@ func addRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
 	r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	r.Get("/api/v1/languages", handleListLanguages(log, svc))
 	r.Get("/api/v1/pool", handlePool(svc))
+	r.Get("/api/v1/events", handleEvents(log, svc))
 	r.Route("/sandboxes/{sandbox_id}/contexts", func(r chi.Router) {
 		r.Post("/", handleAgentRunCreate(log, svc))
 		r.Get("/", handleAgentRunList(svc))
@@ -101,6 +103,7 @@ func addRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
 			r.Post("/interrupt", handleInterrupt(log, svc))
 			r.Post("/restart", handleRestart(log, svc))
 			r.Get("/ws", handleRelay(log, svc, cfg.MaxBodyBytes))
+			r.Get("/history", handleHistory(log, svc))
 			addFileRoutes(r, log, svc, cfg)
 		})
 	})
