@@ -20,7 +20,8 @@ import (
 const (
 	consolePrint = `print("hello from the kernel")`
 	consoleRaise = `1/0`
-	consolePlot  = "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt\nplt.plot([1, 2, 3]); plt.show()"
+	// Under the Agg backend plt.show() displays nothing; inline sends a PNG.
+	consolePlot = "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3]); plt.show()"
 	// The console's own origin: a script that ran would create a context,
 	// retitle the page and leave a marker on its window.
 	consoleHostileHTML  = `from IPython.display import display, HTML; display(HTML('<b>bold html</b><img src=x onerror="fetch(\'/api/v1/contexts\',{method:\'POST\',body:\'{}\'}); parent.pwned = 1; document.title = \'pwned\'">'))`
@@ -50,8 +51,10 @@ func TestConsole(t *testing.T) {
 	}
 
 	tab := testenv.Browser(t)
-	do(t, tab, time.Minute, chromedp.Navigate(d.url+"/"), chromedp.WaitVisible(`#contexts li[data-id="`+id+`"]`))
-	do(t, tab, time.Minute, chromedp.Click(`#contexts li[data-id="`+id+`"]`), chromedp.WaitReady(`#notebook .entry:nth-child(5)`))
+	do(t, tab, time.Minute, chromedp.EmulateViewport(1280, 900), chromedp.Navigate(d.url+"/"), chromedp.WaitVisible(`#contexts li[data-id="`+id+`"]`))
+	if err := chromedp.Do(timeout(t, tab, time.Minute), chromedp.Click(`#contexts li[data-id="`+id+`"]`), chromedp.WaitReady(`#notebook .entry:nth-child(5)`)); err != nil {
+		t.Fatalf("the history is not shown: %v\n%s", err, eval[string](t, tab, `document.body.innerText`))
+	}
 
 	notebook := eval[string](t, tab, `document.querySelector("#notebook").innerText`)
 	for _, want := range []string{`print("hello from the kernel")`, "hello from the kernel", "ZeroDivisionError", "division by zero", "plt.plot([1, 2, 3])",
@@ -82,7 +85,7 @@ func TestConsole(t *testing.T) {
 		return false;
 	})()`)
 	if !painted {
-		t.Error("the plot is not shown as an image with pixels")
+		t.Errorf("the plot is not shown as an image with pixels; outputs shown: %q", eval[[]string](t, tab, `Array.from(document.querySelectorAll("#notebook .result"), r => r.dataset.mime + " " + r.innerHTML.slice(0, 80))`))
 	}
 
 	// The HTML output is shown in a frame that may run no script.
@@ -127,7 +130,7 @@ func TestConsole(t *testing.T) {
 		t.Errorf("contexts after the console showed the outputs: %+v", list)
 	}
 
-	shot, err := chromedp.Run(timeout(t, tab, time.Minute), chromedp.FullScreenshot(60))
+	shot, err := chromedp.Run(timeout(t, tab, time.Minute), chromedp.FullScreenshot(100)) // 100: a PNG
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +157,7 @@ func TestConsoleAsksForKey(t *testing.T) {
 	}
 
 	tab := testenv.Browser(t)
-	do(t, tab, time.Minute, chromedp.Navigate(d.url+"/"), chromedp.WaitVisible(`#login #key`))
+	do(t, tab, time.Minute, chromedp.EmulateViewport(1280, 900), chromedp.Navigate(d.url+"/"), chromedp.WaitVisible(`#login #key`))
 	if n := eval[int](t, tab, `document.querySelectorAll("#contexts li").length`); n != 0 {
 		t.Errorf("%d contexts shown before the key was given", n)
 	}
