@@ -22,9 +22,9 @@ const (
 	consoleRaise = `1/0`
 	// Under the Agg backend plt.show() displays nothing; inline sends a PNG.
 	consolePlot = "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3]); plt.show()"
-	// The console's own origin: a script that ran would create a context,
+	// A script that ran on the console's origin would create a context,
 	// retitle the page and leave a marker on its window.
-	consoleHostileHTML  = `from IPython.display import display, HTML; display(HTML('<b>bold html</b><img src=x onerror="fetch(\'/api/v1/contexts\',{method:\'POST\',body:\'{}\'}); parent.pwned = 1; document.title = \'pwned\'">'))`
+	consoleHostileHTML  = `from IPython.display import display, HTML; display(HTML('<b>bold html</b><img src=x onerror="fetch(\'/api/v1/contexts\',{method:\'POST\',body:JSON.stringify({language:\'python\'})}); parent.pwned = 1; parent.document.title = \'pwned\'">'))`
 	consoleHostilePrint = `print('<script>document.title="pwned"; window.pwned = 1</script>')`
 )
 
@@ -34,6 +34,9 @@ const (
 func TestConsole(t *testing.T) {
 	d := startDaemon(t, "--pool", "python=0")
 	id := d.create(t)
+	if status, body := d.putFile(t, id, "data/results.csv", strings.NewReader("x,y\n1,2\n")); status != http.StatusCreated {
+		t.Fatalf("upload: %d %s", status, body)
+	}
 	for _, code := range []string{consolePrint, consoleRaise, consolePlot, consoleHostileHTML, consoleHostilePrint} {
 		d.execute(t, id, code, 60)
 	}
@@ -88,6 +91,9 @@ func TestConsole(t *testing.T) {
 		t.Errorf("the plot is not shown as an image with pixels; outputs shown: %q", eval[[]string](t, tab, `Array.from(document.querySelectorAll("#notebook .result"), r => r.dataset.mime + " " + r.innerHTML.slice(0, 80))`))
 	}
 
+	// The files panel lists the working directory, and a directory's files.
+	do(t, tab, time.Minute, chromedp.Click(`#file-list a`), chromedp.Poll[chromedp.Void](`document.querySelector("#file-list").innerText.includes("results.csv")`))
+
 	// The HTML output is shown in a frame that may run no script.
 	sandbox := eval[[]string](t, tab, `Array.from(document.querySelectorAll("#notebook iframe"), f => f.hasAttribute("sandbox") ? f.getAttribute("sandbox") : "none")`)
 	if len(sandbox) != 1 || sandbox[0] != "" {
@@ -117,6 +123,10 @@ func TestConsole(t *testing.T) {
 	if d.call(t, "GET", "/api/v1/contexts/"+id+"/history", nil, &h); len(h.Entries) != 6 || h.Entries[5].Code != "print(6 * 7)" || h.Entries[5].Output.Stdout != "42\n" {
 		t.Errorf("history after the cell ran: %+v", h.Entries)
 	}
+
+	// What runs elsewhere shows up while the page is open.
+	d.execute(t, id, `print("from another client")`, 60)
+	do(t, tab, time.Minute, chromedp.Poll[chromedp.Void](`document.querySelector("#notebook").innerText.includes("from another client\n")`))
 
 	// Nothing the outputs held ran: no context was made, the title and
 	// the window are the console's own.

@@ -120,7 +120,7 @@ async function refreshList() {
     title: c.context_id,
     onclick: () => select(c.context_id),
   },
-    el("div", {}, el("span", { class: "id mono" }, c.context_id.slice(0, 8)), " ",
+    el("div", {}, el("span", { class: "id mono" }, c.context_id.slice(0, 12)), " ",
       c.language, " ", el("span", { class: "badge " + c.status }, c.status)),
     el("div", { class: "meta" },
       "age " + ago(c.created_at) + " · active " + ago(c.last_activity) + " ago · " +
@@ -153,7 +153,7 @@ $("#create").addEventListener("submit", ev => {
   ev.preventDefault();
   guarded(async () => {
     const c = await api("/api/v1/contexts", { method: "POST", body: { language: $("#language").value || "python" } });
-    say("Created " + c.context_id.slice(0, 8) + ".");
+    say("Created " + c.context_id.slice(0, 12) + ".");
     await refreshList();
     select(c.context_id);
   });
