@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/sandboxd/sandboxd/internal/testenv"
@@ -149,6 +150,22 @@ func TestConsole(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// When the events stream cannot be read, the console polls the history
+// instead, and still shows what runs.
+func TestConsolePollsWithoutEvents(t *testing.T) {
+	d := startDaemon(t, "--pool", "python=0")
+	id := d.create(t)
+	tab := testenv.Browser(t)
+	block := network.SetBlockedURLsParams{URLPatterns: []*network.BlockPattern{{URLPattern: d.url + "/api/v1/events", Block: true}}}
+	if _, err := chromedp.Call(timeout(t, tab, time.Minute), network.SetBlockedURLs, block); err != nil {
+		t.Fatal(err)
+	}
+	do(t, tab, time.Minute, chromedp.Navigate(d.url+"/ui/#"+id), chromedp.WaitVisible(`#context`),
+		chromedp.Poll[chromedp.Void](`document.querySelector("#live").textContent === "polling"`))
+	d.execute(t, id, `print("seen by polling")`, 60)
+	do(t, tab, time.Minute, chromedp.Poll[chromedp.Void](`document.querySelector("#notebook").innerText.includes("seen by polling\n")`))
 }
 
 // With auth on, the console asks for the key, and with it shows the
