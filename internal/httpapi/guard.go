@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sandboxd/sandboxd/internal/console"
 	"github.com/sandboxd/sandboxd/internal/contexts"
 )
 
@@ -57,7 +58,9 @@ func (a Auth) allows(r *http.Request) bool {
 // 401, and, when auth is off, requests whose Host is not this machine's
 // nor listed in allowedHosts with 403: a page on any web site can make the
 // browser send requests to localhost through a name it controls (DNS
-// rebinding), and only the Host header tells. /health stays open to all.
+// rebinding), and only the Host header tells. /health stays open to all,
+// and the console's static files need no credentials: they hold no data,
+// and the page they make asks for the key itself.
 func guard(log *slog.Logger, auth Auth, allowedHosts []string) func(http.Handler) http.Handler {
 	anyHost := false
 	allowed := map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true}
@@ -77,7 +80,7 @@ func guard(log *slog.Logger, auth Auth, allowedHosts []string) func(http.Handler
 				return
 			}
 			if auth.Enabled() {
-				if !auth.allows(r) {
+				if !auth.allows(r) && !consoleFile(r) {
 					w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxd"`)
 					if len(auth.Basic) > 0 {
 						w.Header().Add("WWW-Authenticate", `Basic realm="sandboxd"`)
@@ -92,6 +95,11 @@ func guard(log *slog.Logger, auth Auth, allowedHosts []string) func(http.Handler
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// consoleFile reports whether r reads one of the console's static files.
+func consoleFile(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && console.Public(r.URL.Path)
 }
 
 // hostOnly returns the host of a Host header, without port or brackets.

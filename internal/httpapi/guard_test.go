@@ -43,6 +43,12 @@ func TestGuard(t *testing.T) {
 		{name: "basic wrong", cfg: Config{Auth: Auth{Basic: []string{"u:q"}}}, path: "/readyz", host: "localhost", header: http.Header{"Authorization": {"Basic dTpw"}}, status: 401, wwwAuth: true},
 		{name: "auth, health open", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/health", host: "localhost", status: 200},
 		{name: "auth, metrics closed", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/metrics", host: "localhost", status: 401, wwwAuth: true},
+		{name: "auth, console page open", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/ui/", host: "localhost", status: 200},
+		{name: "auth, console script open", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/ui/app.js", host: "localhost", status: 200},
+		{name: "auth, root redirects to console", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/", host: "localhost", status: 302},
+		{name: "auth, no api through console path", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/ui/../api/v1/contexts", host: "localhost", status: 404},
+		{name: "auth, no api through escaped console path", cfg: Config{Auth: Auth{APIKeys: []string{"k1"}}}, path: "/ui/%2e%2e/api/v1/contexts", host: "localhost", status: 404},
+		{name: "rebound name, console", path: "/ui/", host: "evil.example", status: 403},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sandboxd/sandboxd/internal/console"
 	"github.com/sandboxd/sandboxd/internal/contexts"
 )
 
@@ -67,6 +68,10 @@ func NewHandler(log *slog.Logger, svc contextService, cfg Config) http.Handler {
 // addRoutes lists every route of the API.
 func addRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
 	r.Get("/health", handleHealth())
+	toConsole := http.RedirectHandler(console.Prefix, http.StatusFound)
+	r.Get("/", toConsole.ServeHTTP)
+	r.Get("/ui", toConsole.ServeHTTP)
+	r.Get(console.Prefix+"*", console.Handler().ServeHTTP)
 	r.Get("/readyz", handleReady(log, svc))
 	r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	r.Get("/api/v1/languages", handleListLanguages(log, svc))
