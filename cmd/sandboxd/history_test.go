@@ -11,10 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/sandboxd/sandboxd/internal/apitest"
-	"github.com/sandboxd/sandboxd/internal/docker"
-	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
 type historyJSON struct {
@@ -196,31 +192,17 @@ func TestHistoryAndEvents(t *testing.T) {
 // A context's history survives a restart of the daemon, as the context
 // does, and goes with the context.
 func TestHistorySurvivesRestart(t *testing.T) {
-	testenv.RequireDocker(t)
-	bin := buildDaemon(t)
-	owner, socketDir, addr := testenv.Owner(t), testenv.SocketDir(t), freeAddr(t)
-	rt, err := docker.New(docker.Config{Owner: owner, SocketDir: socketDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		insts, _ := rt.List(context.Background())
-		for _, inst := range insts {
-			rt.Remove(context.Background(), inst)
-		}
-		rt.Close()
-	})
-	d := &daemon{url: "http://" + addr, validator: apitest.New(t), rt: rt}
+	d := newRestartable(t)
 	args := []string{"--pool", "python=0"}
 
-	first := startProcess(t, bin, owner, socketDir, addr, args...)
+	first := d.start(t, args...)
 	id := d.create(t)
 	d.execute(t, id, "x = 41; print('before')", 0)
 	d.command(t, id, map[string]any{"command": "echo cmd"})
 	first.stop(syscall.SIGKILL)
 
-	second := startProcess(t, bin, owner, socketDir, addr, args...)
-	waitStatus(t, d, id, "active") // taken over in the background
+	second := d.start(t, args...)
+	waitStatus(t, d.daemon, id, "active") // taken over in the background
 	d.execute(t, id, "print(x + 1)", 0)
 	h := d.history(t, id, "")
 	if len(h.Entries) != 3 || h.Entries[0].Output.Stdout != "before\n" || h.Entries[1].Output.Stdout != "cmd\n" ||
@@ -230,7 +212,7 @@ func TestHistorySurvivesRestart(t *testing.T) {
 	if status := d.call(t, "DELETE", "/api/v1/contexts/"+id, nil, nil); status != http.StatusNoContent {
 		t.Fatalf("delete: %d", status)
 	}
-	if left, _ := os.ReadDir(socketDir); hasHistory(left) {
+	if left, _ := os.ReadDir(d.socketDir); hasHistory(left) {
 		t.Errorf("a history file outlived its context: %v", left)
 	}
 	second.stop(os.Interrupt)

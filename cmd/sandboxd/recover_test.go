@@ -21,14 +21,17 @@ import (
 	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
-// A daemon that crashes, or stops with --keep-contexts, leaves its contexts
-// running; the next run takes them over with their variables, working dir
-// and env. A context whose container went meanwhile is not served.
-func TestRestartKeepsContexts(t *testing.T) {
+// restartable is a daemon run as a process of its own, again and again,
+// under one name, socket dir and address, as restarts of a daemon are.
+type restartable struct {
+	*daemon
+	bin, owner, socketDir, addr string
+}
+
+func newRestartable(t *testing.T) *restartable {
 	testenv.RequireDocker(t)
-	bin := buildDaemon(t)
-	owner, socketDir, addr := testenv.Owner(t), testenv.SocketDir(t), freeAddr(t)
-	rt, err := docker.New(docker.Config{Owner: owner, SocketDir: socketDir})
+	r := &restartable{bin: buildDaemon(t), owner: testenv.Owner(t), socketDir: testenv.SocketDir(t), addr: freeAddr(t)}
+	rt, err := docker.New(docker.Config{Owner: r.owner, SocketDir: r.socketDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,13 +42,26 @@ func TestRestartKeepsContexts(t *testing.T) {
 		}
 		rt.Close()
 	})
-	d := &daemon{url: "http://" + addr, validator: apitest.New(t), rt: rt}
+	r.daemon = &daemon{url: "http://" + r.addr, validator: apitest.New(t), rt: rt}
+	return r
+}
+
+// start runs the daemon once more.
+func (r *restartable) start(t *testing.T, args ...string) *process {
+	return startProcess(t, r.bin, r.owner, r.socketDir, r.addr, args...)
+}
+
+// A daemon that crashes, or stops with --keep-contexts, leaves its contexts
+// running; the next run takes them over with their variables, working dir
+// and env. A context whose container went meanwhile is not served.
+func TestRestartKeepsContexts(t *testing.T) {
+	d := newRestartable(t)
 	// Egress and workspace images are the daemon's to serve and clean up
 	// again after a restart.
 	workspaces := t.TempDir()
 	args := []string{"--allow-egress", "--workspace-size", "64m", "--workspace-dir", workspaces}
 
-	first := startProcess(t, bin, owner, socketDir, addr, args...)
+	first := d.start(t, args...)
 	var c contextJSON
 	if status := d.call(t, "POST", "/api/v1/contexts", map[string]any{"working_dir": "/workspace/w", "env": map[string]string{"A": "1"}, "network": true}, &c); status != http.StatusCreated {
 		t.Fatalf("create: %d", status)
@@ -59,14 +75,14 @@ func TestRestartKeepsContexts(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	second := startProcess(t, bin, owner, socketDir, addr, append(args, "--keep-contexts")...)
-	waitStatus(t, d, c.ContextID, "active") // taken over in the background
+	second := d.start(t, append(args, "--keep-contexts")...)
+	waitStatus(t, d.daemon, c.ContextID, "active") // taken over in the background
 	d.execute(t, c.ContextID, fetch, 0)
 	const probe = "import os; print(x, os.getcwd(), os.environ['A'], fetch('http://deb.debian.org/debian/'))"
 	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1 200\n" {
 		t.Errorf("after a crash: %+v", e)
 	}
-	if _, err := os.Stat(filepath.Join(workspaces, owner, gone+".img")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(workspaces, d.owner, gone+".img")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the workspace of the removed context: %v", err)
 	}
 	var e errorJSON
@@ -75,8 +91,8 @@ func TestRestartKeepsContexts(t *testing.T) {
 	}
 	second.stop(os.Interrupt)
 
-	startProcess(t, bin, owner, socketDir, addr, args...)
-	waitStatus(t, d, c.ContextID, "active")
+	d.start(t, args...)
+	waitStatus(t, d.daemon, c.ContextID, "active")
 	if e := d.execute(t, c.ContextID, probe, 0); e.Output.Stdout != "42 /workspace/w 1 200\n" {
 		t.Errorf("after a stop with --keep-contexts: %+v", e)
 	}
@@ -128,25 +144,11 @@ func TestRecoverIgnoresHostileSocketDirLabel(t *testing.T) {
 // removed and none left over. Recovering contexts count against
 // --max-contexts.
 func TestRestartWithBusyKernel(t *testing.T) {
-	testenv.RequireDocker(t)
-	bin := buildDaemon(t)
-	owner, socketDir, addr := testenv.Owner(t), testenv.SocketDir(t), freeAddr(t)
-	rt, err := docker.New(docker.Config{Owner: owner, SocketDir: socketDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		insts, _ := rt.List(context.Background())
-		for _, inst := range insts {
-			rt.Remove(context.Background(), inst)
-		}
-		rt.Close()
-	})
-	d := &daemon{url: "http://" + addr, validator: apitest.New(t), rt: rt}
+	d := newRestartable(t)
 	const n = 6
 	args := []string{"--pool", "python=0", "--max-contexts", strconv.Itoa(n)}
 
-	first := startProcess(t, bin, owner, socketDir, addr, args...)
+	first := d.start(t, args...)
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = d.create(t)
@@ -159,11 +161,11 @@ func TestRestartWithBusyKernel(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	waitStatus(t, d, busy, "busy")
+	waitStatus(t, d.daemon, busy, "busy")
 	first.stop(syscall.SIGKILL)
 
 	start := time.Now()
-	startProcess(t, bin, owner, socketDir, addr, args...)
+	d.start(t, args...)
 	healthy := time.Since(start)
 	var list struct{ Contexts []contextJSON }
 	d.call(t, "GET", "/api/v1/contexts", nil, &list)

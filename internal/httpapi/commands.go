@@ -98,10 +98,7 @@ func streamCommand(w http.ResponseWriter, r *http.Request, log *slog.Logger, svc
 			return
 		}
 		started = true
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-cache")
-		w.Header().Set("X-Accel-Buffering", "no")
-		w.WriteHeader(http.StatusOK)
+		sse.start()
 	}
 	// failed is set when the client could not be written to or fell behind:
 	// the command is stopped (ctx), and nothing more is written.

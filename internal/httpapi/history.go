@@ -152,12 +152,9 @@ func handleEvents(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		events, stop := svc.Subscribe()
 		defer stop()
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-cache")
-		w.Header().Set("X-Accel-Buffering", "no")
-		w.WriteHeader(http.StatusOK)
 		sse := newSSEWriter(w)
 		defer sse.done()
+		sse.start()
 		if sse.flush() != nil {
 			return
 		}

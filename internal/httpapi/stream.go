@@ -140,6 +140,15 @@ func (s sseWriter) keepAlive() error {
 	return s.rc.Flush()
 }
 
+// start answers 200 with the headers of an event stream.
+func (s sseWriter) start() {
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // or proxies such as nginx hold events back
+	s.w.WriteHeader(http.StatusOK)
+}
+
 func (s sseWriter) flush() error {
 	s.rc.SetWriteDeadline(time.Now().Add(writeWait))
 	return s.rc.Flush()
@@ -170,12 +179,9 @@ func streamExecute(w http.ResponseWriter, r *http.Request, log *slog.Logger, svc
 		writeError(w, r, log, err)
 		return
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
 	sse := newSSEWriter(w)
 	defer sse.done()
+	sse.start()
 	if sse.flush() != nil {
 		return
 	}
