@@ -240,6 +240,8 @@ func (m *Manager) discard(inst Instance, s *sandbox, reason error) {
 		s.mu.Lock()
 		s.removed = true
 		s.mu.Unlock()
+		// It was listed: whoever watches the contexts sees it go.
+		m.events.publish(Event{Type: EventContextDeleted, ContextID: s.info.ID})
 	}
 	m.log.Info("removing a container left by a previous run", "context_id", inst.ContextID, "container_id", inst.ContainerID, "reason", reason)
 	// A fresh bound: the one that ran out taking it over must not fail this.

@@ -65,6 +65,8 @@ func TestRecoverDecisions(t *testing.T) {
 		}
 	}
 
+	events, stop := m.Subscribe()
+	defer stop()
 	if err := m.Recover(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +90,15 @@ func TestRecoverDecisions(t *testing.T) {
 	// Delete waits for the takeover to end, and the context is gone by then.
 	if err := m.Delete(t.Context(), "ctx-held"); Code(err) != CodeNotFound {
 		t.Errorf("delete after a failed takeover: %v", err)
+	}
+	// It was listed, so its going is told as any context's is.
+	select {
+	case e := <-events:
+		if e.Type != EventContextDeleted || e.ContextID != "ctx-held" {
+			t.Errorf("event %+v, want context.deleted of ctx-held", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no event for the context whose takeover failed")
 	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
