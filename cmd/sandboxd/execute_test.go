@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,8 +42,15 @@ func (d *daemon) stream(tb testing.TB, path string, body any) []sseEvent {
 		tb.Fatalf("status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	var events []sseEvent
+	readSSE(resp.Body, func(e sseEvent) { events = append(events, e) })
+	return events
+}
+
+// readSSE calls emit with each event of an event stream as it arrives,
+// until the stream ends.
+func readSSE(r io.Reader, emit func(sseEvent)) {
 	var cur sseEvent
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(nil, 64<<20)
 	for sc.Scan() {
 		line := sc.Text()
@@ -52,11 +60,10 @@ func (d *daemon) stream(tb testing.TB, path string, body any) []sseEvent {
 		case strings.HasPrefix(line, "data: "):
 			cur.data = strings.TrimPrefix(line, "data: ")
 		case line == "" && cur.name != "":
-			events = append(events, cur)
+			emit(cur)
 			cur = sseEvent{}
 		}
 	}
-	return events
 }
 
 func TestStreaming(t *testing.T) {
@@ -399,15 +406,7 @@ func TestRelayWebsocket(t *testing.T) {
 	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	var got []string
 	for {
-		var m struct {
-			Header struct {
-				MsgType string `json:"msg_type"`
-			} `json:"header"`
-			ParentHeader struct {
-				MsgID string `json:"msg_id"`
-			} `json:"parent_header"`
-			Content map[string]any `json:"content"`
-		}
+		var m wsMessage
 		if err := conn.ReadJSON(&m); err != nil {
 			t.Fatalf("after %q: %v", got, err)
 		}

@@ -16,9 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandboxd/sandboxd/internal/apitest"
 	"github.com/sandboxd/sandboxd/internal/contexts"
-	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
 type fileEntryJSON struct {
@@ -159,11 +157,8 @@ func TestFilesRoundTrip(t *testing.T) {
 // A 200 MiB file goes up and comes back byte for byte while the daemon's
 // memory stays flat: it streams and is never held whole.
 func TestFilesLargeWithFlatMemory(t *testing.T) {
-	testenv.RequireDocker(t)
-	bin := buildDaemon(t)
-	owner, socketDir, addr := testenv.Owner(t), testenv.SocketDir(t), freeAddr(t)
-	proc := startProcess(t, bin, owner, socketDir, addr, "--pool", "python=0")
-	d := &daemon{url: "http://" + addr, validator: apitest.New(t)}
+	d := newProcDaemon(t)
+	proc := d.start(t, "--pool", "python=0")
 	id := d.create(t)
 	d.putFile(t, id, "warm-up.txt", bytes.NewReader([]byte("x")))
 	d.getFile(t, id, "warm-up.txt")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -57,21 +56,7 @@ func (d *daemon) events(tb testing.TB, ctx context.Context) <-chan sseEvent {
 	go func() {
 		defer close(ch)
 		defer resp.Body.Close()
-		var cur sseEvent
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(nil, 64<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case strings.HasPrefix(line, "event: "):
-				cur = sseEvent{name: strings.TrimPrefix(line, "event: "), at: time.Now()}
-			case strings.HasPrefix(line, "data: "):
-				cur.data = strings.TrimPrefix(line, "data: ")
-			case line == "" && cur.name != "":
-				ch <- cur
-				cur = sseEvent{}
-			}
-		}
+		readSSE(resp.Body, func(e sseEvent) { ch <- e })
 	}()
 	return ch
 }
@@ -192,7 +177,7 @@ func TestHistoryAndEvents(t *testing.T) {
 // A context's history survives a restart of the daemon, as the context
 // does, and goes with the context.
 func TestHistorySurvivesRestart(t *testing.T) {
-	d := newRestartable(t)
+	d := newProcDaemon(t)
 	args := []string{"--pool", "python=0"}
 
 	first := d.start(t, args...)

@@ -11,9 +11,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
-
-	"github.com/sandboxd/sandboxd/internal/apitest"
-	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
 // heavyDisplay sends 400 MB of rich output, 1 MB at a time.
@@ -24,11 +21,8 @@ const heavyDisplay = "from IPython.display import display, HTML\nfor _ in range(
 // form (blocking, SSE, websocket, MCP), and a client that stops reading is
 // cut off and its code interrupted, while the daemon's memory stays flat.
 func TestHeavyRichOutputIsBoundedWithFlatMemory(t *testing.T) {
-	testenv.RequireDocker(t)
-	bin := buildDaemon(t)
-	owner, socketDir, addr := testenv.Owner(t), testenv.SocketDir(t), freeAddr(t)
-	proc := startProcess(t, bin, owner, socketDir, addr, "--pool", "python=0")
-	d := &daemon{url: "http://" + addr, validator: apitest.New(t)}
+	d := newProcDaemon(t)
+	proc := d.start(t, "--pool", "python=0")
 	id := d.create(t)
 	d.execute(t, id, "1", 0)
 	idle := memoryKiB(t, proc.pid, "VmRSS")
@@ -119,7 +113,7 @@ func TestHeavyRichOutputIsBoundedWithFlatMemory(t *testing.T) {
 		dialer := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 			return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 		}}
-		conn, err := dialer.Dial("tcp", addr)
+		conn, err := dialer.Dial("tcp", d.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,8 +123,8 @@ func TestHeavyRichOutputIsBoundedWithFlatMemory(t *testing.T) {
 		// interrupt's grace, and the kernel would be restarted.
 		code := "from IPython.display import display, HTML\nimport time\nfor _ in range(20):\n    display(HTML('x' * 10**6))\ntime.sleep(600)"
 		body, _ := json.Marshal(map[string]any{"code": code, "timeout": 900})
-		fmt.Fprintf(conn, "POST /api/v1/contexts/%s/execute HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", id, addr, len(body), body)
-		waitStatus(t, d, id, "busy")
+		fmt.Fprintf(conn, "POST /api/v1/contexts/%s/execute HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", id, d.addr, len(body), body)
+		waitStatus(t, d.daemon, id, "busy")
 		deadline := time.Now().Add(2 * time.Minute)
 		for {
 			var c contextJSON

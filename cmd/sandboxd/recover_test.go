@@ -21,16 +21,17 @@ import (
 	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
-// restartable is a daemon run as a process of its own, again and again,
-// under one name, socket dir and address, as restarts of a daemon are.
-type restartable struct {
+// procDaemon is a daemon run as a process of its own, so that its memory
+// can be measured and it can be killed; again and again, under one name,
+// socket dir and address, as restarts of a daemon are.
+type procDaemon struct {
 	*daemon
 	bin, owner, socketDir, addr string
 }
 
-func newRestartable(t *testing.T) *restartable {
+func newProcDaemon(t *testing.T) *procDaemon {
 	testenv.RequireDocker(t)
-	r := &restartable{bin: buildDaemon(t), owner: testenv.Owner(t), socketDir: testenv.SocketDir(t), addr: freeAddr(t)}
+	r := &procDaemon{bin: buildDaemon(t), owner: testenv.Owner(t), socketDir: testenv.SocketDir(t), addr: freeAddr(t)}
 	rt, err := docker.New(docker.Config{Owner: r.owner, SocketDir: r.socketDir})
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +48,7 @@ func newRestartable(t *testing.T) *restartable {
 }
 
 // start runs the daemon once more.
-func (r *restartable) start(t *testing.T, args ...string) *process {
+func (r *procDaemon) start(t *testing.T, args ...string) *process {
 	return startProcess(t, r.bin, r.owner, r.socketDir, r.addr, args...)
 }
 
@@ -55,7 +56,7 @@ func (r *restartable) start(t *testing.T, args ...string) *process {
 // running; the next run takes them over with their variables, working dir
 // and env. A context whose container went meanwhile is not served.
 func TestRestartKeepsContexts(t *testing.T) {
-	d := newRestartable(t)
+	d := newProcDaemon(t)
 	// Egress and workspace images are the daemon's to serve and clean up
 	// again after a restart.
 	workspaces := t.TempDir()
@@ -144,7 +145,7 @@ func TestRecoverIgnoresHostileSocketDirLabel(t *testing.T) {
 // removed and none left over. Recovering contexts count against
 // --max-contexts.
 func TestRestartWithBusyKernel(t *testing.T) {
-	d := newRestartable(t)
+	d := newProcDaemon(t)
 	const n = 6
 	args := []string{"--pool", "python=0", "--max-contexts", strconv.Itoa(n)}
 
