@@ -504,7 +504,7 @@ func TestAbandonedExecIsKilled(t *testing.T) {
 	id := d.create(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	inst := contexts.Instance{ContainerID: "sandboxd-" + id}
+	inst := contexts.Instance{ID: "sandboxd-" + id}
 	execErr := make(chan error, 1)
 	go func() {
 		_, err := d.rt.Exec(ctx, inst, contexts.ExecSpec{Cmd: []string{"sh", "-c", "sleep 41 & sleep 42"}, User: contexts.ContextUser})

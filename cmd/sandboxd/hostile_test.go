@@ -185,7 +185,7 @@ func TestContainerUserIsSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("docker", "inspect", "-f", "{{.Config.User}}", inst.ContainerID).CombinedOutput()
+	out, err := exec.Command("docker", "inspect", "-f", "{{.Config.User}}", inst.ID).CombinedOutput()
 	if got := strings.TrimSpace(string(out)); err != nil || got != contexts.ContextUser {
 		t.Errorf("Config.User %q: %v", got, err)
 	}

@@ -443,7 +443,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = rt.CheckRuntime(cctx)
 	cancel()
-	if contexts.Code(err) == contexts.CodeDockerUnavailable {
+	if contexts.Code(err) == contexts.CodeRuntimeUnavailable {
 		log.Warn("cannot check the runtime: the Docker engine is not answering", "runtime", cfg.Runtime)
 	} else if err != nil {
 		return err
@@ -479,7 +479,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		PoolSizes:      cfg.Pool,
 		PoolMaxAge:     cfg.PoolMaxAge,
 		AllowEgress:    cfg.AllowEgress,
-		StateDir:       cfg.SocketDir,
 		IdleTTL:        cfg.IdleTTL,
 		HistoryEntries: cfg.HistoryEntries,
 		HistoryBytes:   int(cfg.HistoryBytes),

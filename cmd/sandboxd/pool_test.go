@@ -171,7 +171,7 @@ func (d *daemon) containerIDs(tb testing.TB) []string {
 	}
 	var ids []string
 	for _, inst := range insts {
-		ids = append(ids, inst.ContainerID)
+		ids = append(ids, inst.ID)
 	}
 	slices.Sort(ids)
 	return ids

@@ -55,7 +55,7 @@ const (
 // command's whole process group, so nothing it started outlives it; the
 // daemon stops waiting a little later in case even that fails. Errors:
 // CodeNotFound, CodeContextDead, CodeInvalid, CodeInvalidPath,
-// CodeFileNotFound, CodeDockerUnavailable, and ctx's error.
+// CodeFileNotFound, CodeRuntimeUnavailable, and ctx's error.
 func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest) (CommandResult, error) {
 	if strings.TrimSpace(req.Command) == "" {
 		return CommandResult{}, Errorf(CodeInvalid, "field \"command\" must not be empty")

@@ -12,9 +12,11 @@ const (
 	CodeNotFound            = "CONTEXT_NOT_FOUND"
 	CodeTooManyContexts     = "TOO_MANY_CONTEXTS"
 	CodeContextDead         = "CONTEXT_DEAD"
-	CodeDockerUnavailable   = "DOCKER_UNAVAILABLE"
-	CodeKernelUnavailable   = "KERNEL_UNAVAILABLE"
-	CodeInternal            = "INTERNAL"
+	// CodeRuntimeUnavailable says the runtime (the Docker engine) cannot
+	// be reached.
+	CodeRuntimeUnavailable = "DOCKER_UNAVAILABLE"
+	CodeKernelUnavailable  = "KERNEL_UNAVAILABLE"
+	CodeInternal           = "INTERNAL"
 	// CodeInvalidPath refuses a file path or command cwd that is absolute,
 	// has a .. segment, resolves outside the working dir, or is of the
 	// wrong kind (a directory, FIFO, socket or device to download, a file

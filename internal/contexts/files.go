@@ -242,7 +242,7 @@ func (s *sandbox) touch() {
 // temporary file that replaces the target once body is read to its end.
 // An error reading body is returned wrapped in a CodeInvalid error.
 // Errors: CodeNotFound, CodeContextDead, CodeInvalidPath, CodeFileNotFound,
-// CodeInvalid, CodeDockerUnavailable.
+// CodeInvalid, CodeRuntimeUnavailable.
 func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (FileInfo, error) {
 	rel, err := cleanPath(p)
 	if err != nil {
@@ -319,7 +319,7 @@ func (m *Manager) removeTemp(ctx context.Context, s *sandbox, workDir, tmp strin
 // gives exactly Size bytes, or an error. Errors: CodeNotFound,
 // CodeContextDead, CodeInvalidPath (also for a directory, and for anything
 // else that is not a regular file), CodeFileNotFound,
-// CodeDockerUnavailable.
+// CodeRuntimeUnavailable.
 func (m *Manager) OpenFile(ctx context.Context, id, p string) (FileInfo, io.ReadCloser, error) {
 	rel, err := cleanPath(p)
 	if err != nil {
@@ -392,7 +392,7 @@ func (r *execReader) Close() error {
 // dir ("" is the working dir itself), sorted by name. It does not descend
 // into subdirectories; symlinks are described by what they point to.
 // Errors: CodeNotFound, CodeContextDead, CodeInvalidPath (also for a file),
-// CodeFileNotFound, CodeDockerUnavailable.
+// CodeFileNotFound, CodeRuntimeUnavailable.
 func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, error) {
 	rel, err := cleanPath(dir)
 	if err != nil {
@@ -435,7 +435,7 @@ func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, er
 // DeleteFile removes the file at p, relative to the context's working dir;
 // a directory goes with everything in it. A symlink is removed itself, not
 // what it points to. Errors: CodeNotFound, CodeContextDead,
-// CodeInvalidPath, CodeFileNotFound, CodeDockerUnavailable.
+// CodeInvalidPath, CodeFileNotFound, CodeRuntimeUnavailable.
 func (m *Manager) DeleteFile(ctx context.Context, id, p string) error {
 	rel, err := cleanPath(p)
 	if err != nil {

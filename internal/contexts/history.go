@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -276,16 +275,8 @@ func (h *history) page(before int64, limit int) HistoryPage {
 	return p
 }
 
-// historyPath is where the history of context id lives, beside its record.
-func (m *Manager) historyPath(id string) string {
-	if m.cfg.StateDir == "" {
-		return ""
-	}
-	return filepath.Join(m.cfg.StateDir, id+".history.jsonl")
-}
-
 func (m *Manager) newHistory(id string) *history {
-	return newHistory(m.cfg.HistoryEntries, m.cfg.HistoryBytes, m.historyPath(id))
+	return newHistory(m.cfg.HistoryEntries, m.cfg.HistoryBytes, m.store.HistoryFile(id))
 }
 
 // MaxHistoryPage is the most entries one page of history holds.

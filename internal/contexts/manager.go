@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"path"
 	"sort"
 	"strings"
@@ -70,9 +71,6 @@ type Config struct {
 	// AllowEgress lets contexts ask for networking: HTTP and HTTPS to
 	// public addresses through Runtime.OpenEgress.
 	AllowEgress bool
-	// StateDir, when set, keeps a record of each context, so that Recover
-	// can take its container over after the daemon restarts.
-	StateDir string
 	// HistoryEntries and HistoryBytes bound each context's history: its
 	// number of entries, and their texts and results together. 0 takes
 	// the defaults.
@@ -153,11 +151,13 @@ func (e Execution) Success() bool { return e.Error == nil && e.Status == "ok" }
 // Manager creates, finds, runs code in and removes contexts.
 type Manager struct {
 	rt      Runtime
+	store   Store // rt's, or one that keeps nothing
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
 
-	// watchers end when their container stops or the manager closes.
+	// The manager's own goroutines (culling, taking contexts over) end
+	// when watchCtx does, at Close or Detach.
 	watchCtx  context.Context
 	stopWatch context.CancelFunc
 	watchers  sync.WaitGroup
@@ -283,8 +283,13 @@ func NewManager(rt Runtime, cfg Config, log *slog.Logger, m *Metrics) *Manager {
 	if cfg.HistoryBytes == 0 {
 		cfg.HistoryBytes = DefaultHistoryBytes
 	}
+	store := rt.Store()
+	if store == nil {
+		store = memoryStore{}
+	}
 	mgr := &Manager{
 		rt:        rt,
+		store:     store,
 		cfg:       cfg,
 		log:       log,
 		metrics:   m.m,
@@ -364,7 +369,7 @@ type LanguageStatus struct {
 
 // Languages lists the languages contexts can be made for, the default
 // first, and whether each one's image is in the engine. Errors:
-// CodeDockerUnavailable.
+// CodeRuntimeUnavailable.
 func (m *Manager) Languages(ctx context.Context) ([]LanguageStatus, error) {
 	all := make([]LanguageStatus, len(m.cfg.Languages))
 	for i, l := range m.cfg.Languages {
@@ -395,7 +400,7 @@ func (m *Manager) language(name string) (Language, bool) {
 // Create makes a context and returns once its kernel is ready to execute.
 // It takes a ready kernel from the warm pool when there is one, and starts
 // a container otherwise. Errors: CodeInvalid, CodeUnsupportedLanguage,
-// CodeTooManyContexts, CodeDockerUnavailable, CodeKernelUnavailable.
+// CodeTooManyContexts, CodeRuntimeUnavailable, CodeKernelUnavailable.
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	start := time.Now()
 	lang, ok := m.language(req.Language)
@@ -467,7 +472,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	}
 
 	s.hist = m.newHistory(s.info.ID)
-	if err := m.saveRecord(s); err != nil {
+	if err := m.store.Save(s.record()); err != nil {
 		m.log.Warn("the context will not survive a restart of the daemon", "context_id", s.info.ID, "error", err)
 	}
 	m.mu.Lock()
@@ -479,7 +484,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	m.metrics.active.Inc()
 	m.metrics.creates.WithLabelValues("ok").Inc()
 	m.metrics.createSeconds.Observe(time.Since(start).Seconds())
-	m.log.Info("context created", "context_id", s.info.ID, "container_id", s.inst.ContainerID, "pooled", s.info.Pooled, "duration", time.Since(start))
+	m.log.Info("context created", "context_id", s.info.ID, "instance", s.inst.ID, "pooled", s.info.Pooled, "duration", time.Since(start))
 	return s.snapshot(), nil
 }
 
@@ -524,14 +529,11 @@ func (m *Manager) boot(ctx context.Context, lang Language) (*sandbox, error) {
 	m.watch(s)
 	started := time.Now()
 
-	server := kernel.NewServer(inst.Socket, token)
+	server := kernel.NewServer(m.dialer(inst), token)
 	err = server.WaitReady(ctx, s.stopped)
 	serverReady := time.Now()
 	if err == nil {
 		s.kernel, err = kernel.Start(ctx, server, lang.KernelName, m.kernelOptions(s))
-	}
-	if err == nil {
-		err = m.rt.Seal(inst)
 	}
 	if err != nil {
 		if s.kernel == nil {
@@ -540,7 +542,7 @@ func (m *Manager) boot(ctx context.Context, lang Language) (*sandbox, error) {
 		m.remove(s)
 		return nil, &Error{Code: CodeKernelUnavailable, Message: "the kernel did not start", Err: err}
 	}
-	m.log.Debug("kernel booted", "context_id", id, "container_id", inst.ContainerID, "kernel_id", s.kernel.ID(),
+	m.log.Debug("kernel booted", "context_id", id, "instance", inst.ID, "kernel_id", s.kernel.ID(),
 		"duration", time.Since(start), "container", started.Sub(start), "server", serverReady.Sub(started), "kernel", time.Since(serverReady))
 	return s, nil
 }
@@ -609,37 +611,14 @@ func randomToken() string {
 	return hex.EncodeToString(b)
 }
 
-// watch marks s dead when its container stops.
-// A wait that fails (the engine is unreachable) is retried after these:
-// the container may well be running, and its kernel serving.
-const (
-	watchRetry    = 500 * time.Millisecond
-	watchRetryMax = 10 * time.Second
-)
+// dialer reaches inst's Jupyter server.
+func (m *Manager) dialer(inst Instance) kernel.DialFunc {
+	return func(ctx context.Context) (net.Conn, error) { return m.rt.Dial(ctx, inst) }
+}
 
+// watch marks s dead when its instance stops.
 func (m *Manager) watch(s *sandbox) {
-	m.watchers.Add(1)
-	go func() {
-		defer m.watchers.Done()
-		retry := watchRetry
-		for {
-			exit, err := m.rt.Wait(m.watchCtx, s.inst)
-			if m.watchCtx.Err() != nil {
-				return
-			}
-			if err == nil {
-				m.markDead(s, exit)
-				return
-			}
-			m.log.Debug("cannot watch the context's container; retrying", "context_id", s.info.ID, "error", err)
-			select {
-			case <-time.After(retry):
-			case <-m.watchCtx.Done():
-				return
-			}
-			retry = min(2*retry, watchRetryMax)
-		}
-	}()
+	m.rt.Watch(s.inst, func(exit string) { m.markDead(s, exit) })
 }
 
 // markDead records that s's container is no longer running.
@@ -650,7 +629,7 @@ func (m *Manager) markDead(s *sandbox, exit string) {
 	s.mu.Unlock()
 	close(s.stopped)
 	if !removed {
-		m.log.Warn("context container stopped", "context_id", s.info.ID, "container_id", s.inst.ContainerID, "exit", exit)
+		m.log.Warn("context container stopped", "context_id", s.info.ID, "instance", s.inst.ID, "exit", exit)
 	}
 }
 
@@ -727,11 +706,11 @@ func (m *Manager) remove(s *sandbox) error {
 	if k != nil {
 		k.Close()
 	}
-	m.dropRecord(s.info.ID)
+	m.store.Drop(s.info.ID)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := m.rt.Remove(ctx, s.inst); err != nil {
-		m.log.Error("remove context container", "context_id", s.info.ID, "container_id", s.inst.ContainerID, "error", err)
+		m.log.Error("remove context container", "context_id", s.info.ID, "instance", s.inst.ID, "error", err)
 		return err
 	}
 	m.log.Info("context removed", "context_id", s.info.ID)

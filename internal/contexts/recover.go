@@ -2,70 +2,18 @@ package contexts
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/kernel"
 )
 
-// record is what the daemon keeps on disk of a context, so that a later run
-// can take its container over: what the container's labels cannot hold,
-// since they are fixed before a pooled kernel becomes a context.
-type record struct {
-	ID          string            `json:"id"`
-	Language    string            `json:"language"`
-	SessionName string            `json:"session_name"`
-	WorkingDir  string            `json:"working_dir"`
-	Env         map[string]string `json:"env,omitempty"`
-	Network     bool              `json:"network,omitempty"`
-	CreatedAt   time.Time         `json:"created_at"`
-	Token       string            `json:"token"`
-}
-
-// recordPath is where the record of context id lives: in StateDir, which
-// only the daemon reads (the token is in it).
-func (m *Manager) recordPath(id string) string {
-	return filepath.Join(m.cfg.StateDir, id+".json")
-}
-
-// saveRecord writes s's record, whole or not at all.
-func (m *Manager) saveRecord(s *sandbox) error {
-	if m.cfg.StateDir == "" {
-		return nil
-	}
-	b, err := json.Marshal(record{
+// record is what the store keeps of s.
+func (s *sandbox) record() Record {
+	return Record{
 		ID: s.info.ID, Language: s.info.Language, SessionName: s.info.SessionName, WorkingDir: s.info.WorkingDir,
 		Env: s.env, Network: s.info.Network, CreatedAt: s.info.CreatedAt, Token: s.token,
-	})
-	if err != nil {
-		return err
-	}
-	tmp := m.recordPath(s.info.ID) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("save context record: %w", err)
-	}
-	return os.Rename(tmp, m.recordPath(s.info.ID))
-}
-
-func (m *Manager) loadRecord(id string) (record, error) {
-	var r record
-	b, err := os.ReadFile(m.recordPath(id))
-	if err != nil {
-		return r, err
-	}
-	return r, json.Unmarshal(b, &r)
-}
-
-func (m *Manager) dropRecord(id string) {
-	if m.cfg.StateDir != "" {
-		os.Remove(m.recordPath(id))
-		os.Remove(m.historyPath(id))
-		os.Remove(m.historyPath(id) + ".tmp")
 	}
 }
 
@@ -105,20 +53,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 			m.discard(inst, s, err)
 		}()
 	}
-	if m.cfg.StateDir != "" {
-		files, _ := filepath.Glob(filepath.Join(m.cfg.StateDir, "ctx-*.json"))
-		for _, f := range files {
-			if id := filepath.Base(f[:len(f)-len(".json")]); !seen[id] {
-				os.Remove(f)
-			}
-		}
-		files, _ = filepath.Glob(filepath.Join(m.cfg.StateDir, "ctx-*.history.jsonl*"))
-		for _, f := range files {
-			if id, _, _ := strings.Cut(filepath.Base(f), "."); !seen[id] {
-				os.Remove(f)
-			}
-		}
-	}
+	m.store.Prune(func(id string) bool { return seen[id] })
 	return nil
 }
 
@@ -128,7 +63,7 @@ func (m *Manager) recovering(inst Instance) (*sandbox, error) {
 	if !inst.Running {
 		return nil, errors.New("not running")
 	}
-	rec, err := m.loadRecord(inst.ContextID)
+	rec, err := m.store.Load(inst.ContextID)
 	if err != nil {
 		return nil, fmt.Errorf("no record: %w", err)
 	}
@@ -162,9 +97,6 @@ func (m *Manager) recovering(inst Instance) (*sandbox, error) {
 func (m *Manager) adopt(s *sandbox) error {
 	ctx, cancel := context.WithTimeout(m.watchCtx, recoverTimeout)
 	defer cancel()
-	if err := m.rt.Seal(s.inst); err != nil {
-		return err
-	}
 	if s.info.Network {
 		// The proxy is the daemon's: the one the previous run served is gone.
 		if _, err := m.rt.OpenEgress(ctx, s.inst); err != nil {
@@ -175,7 +107,7 @@ func (m *Manager) adopt(s *sandbox) error {
 		// Its kernel and variables are worth more than its past.
 		m.log.Warn("the context's history is lost", "context_id", s.info.ID, "error", err)
 	}
-	server := kernel.NewServer(s.inst.Socket, s.token)
+	server := kernel.NewServer(m.dialer(s.inst), s.token)
 	kernels, err := server.Kernels(ctx)
 	if err == nil && len(kernels) != 1 {
 		err = fmt.Errorf("%d kernels on its server, want 1", len(kernels))
@@ -216,7 +148,7 @@ func (m *Manager) adopt(s *sandbox) error {
 		return nil
 	}
 	m.watch(s)
-	m.log.Info("context taken over from a previous run", "context_id", s.info.ID, "container_id", s.inst.ContainerID, "was_busy", busy)
+	m.log.Info("context taken over from a previous run", "context_id", s.info.ID, "instance", s.inst.ID, "was_busy", busy)
 	return nil
 }
 
@@ -243,15 +175,15 @@ func (m *Manager) discard(inst Instance, s *sandbox, reason error) {
 		// It was listed: whoever watches the contexts sees it go.
 		m.events.publish(Event{Type: EventContextDeleted, ContextID: s.info.ID})
 	}
-	m.log.Info("removing a container left by a previous run", "context_id", inst.ContextID, "container_id", inst.ContainerID, "reason", reason)
+	m.log.Info("removing a container left by a previous run", "context_id", inst.ContextID, "instance", inst.ID, "reason", reason)
 	// A fresh bound: the one that ran out taking it over must not fail this.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := m.rt.Remove(ctx, inst); err != nil {
-		m.log.Error("could not remove a container left by a previous run; the next start tries again", "context_id", inst.ContextID, "container_id", inst.ContainerID, "error", err)
+		m.log.Error("could not remove a container left by a previous run; the next start tries again", "context_id", inst.ContextID, "instance", inst.ID, "error", err)
 		return
 	}
-	m.dropRecord(inst.ContextID)
+	m.store.Drop(inst.ContextID)
 }
 
 // Detach lets go of every context without removing it, for a daemon that

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,10 +13,11 @@ import (
 	"time"
 )
 
-// fakeRuntime is a Runtime that owns the containers it is given. Seal
+// fakeRuntime is a Runtime that owns the containers it is given. Dial
 // waits for unseal and then fails, to hold a takeover in the middle.
 type fakeRuntime struct {
 	Runtime // the methods a test does not expect panic
+	store   Store
 	insts   []Instance
 	unseal  chan struct{}
 	failing map[string]bool // context ids whose removal fails
@@ -28,9 +30,11 @@ var _ Runtime = (*fakeRuntime)(nil)
 
 func (f *fakeRuntime) List(context.Context) ([]Instance, error) { return f.insts, nil }
 
-func (f *fakeRuntime) Seal(Instance) error {
+func (f *fakeRuntime) Store() Store { return f.store }
+
+func (f *fakeRuntime) Dial(context.Context, Instance) (net.Conn, error) {
 	<-f.unseal
-	return errors.New("sealing failed")
+	return nil, errors.New("dialling failed")
 }
 
 func (f *fakeRuntime) Remove(_ context.Context, inst Instance) error {
@@ -49,18 +53,20 @@ func (f *fakeRuntime) Remove(_ context.Context, inst Instance) error {
 // record only once its container is gone.
 func TestRecoverDecisions(t *testing.T) {
 	dir := t.TempDir()
+	store := DirStore(dir)
 	rt := &fakeRuntime{
+		store: store,
 		insts: []Instance{
-			{ContextID: "ctx-held", ContainerID: "c1", Running: true},     // taken over, then its removal fails
-			{ContextID: "ctx-stopped", ContainerID: "c2", Running: false}, // removed
-			{ContextID: "ctx-norecord", ContainerID: "c3", Running: true}, // removed
+			{ContextID: "ctx-held", ID: "c1", Running: true},     // taken over, then its removal fails
+			{ContextID: "ctx-stopped", ID: "c2", Running: false}, // removed
+			{ContextID: "ctx-norecord", ID: "c3", Running: true}, // removed
 		},
 		unseal:  make(chan struct{}),
 		failing: map[string]bool{"ctx-held": true},
 	}
-	m := NewManager(rt, Config{Languages: []Language{Python("img")}, StateDir: dir, MaxContexts: 1, DefaultTimeout: time.Second, MaxTimeout: time.Second}, slog.New(slog.DiscardHandler), nil)
+	m := NewManager(rt, Config{Languages: []Language{Python("img")}, MaxContexts: 1, DefaultTimeout: time.Second, MaxTimeout: time.Second}, slog.New(slog.DiscardHandler), nil)
 	for _, id := range []string{"ctx-held", "ctx-stopped", "ctx-gone"} {
-		if err := os.WriteFile(m.recordPath(id), []byte(`{"id":"`+id+`","language":"python","token":"t"}`), 0o600); err != nil {
+		if err := os.WriteFile(store.recordFile(id), []byte(`{"id":"`+id+`","language":"python","token":"t"}`), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,7 +88,7 @@ func TestRecoverDecisions(t *testing.T) {
 	if _, err := m.Create(t.Context(), CreateRequest{}); Code(err) != CodeTooManyContexts {
 		t.Errorf("create past MaxContexts while recovering: %v", err)
 	}
-	if _, err := os.Stat(m.recordPath("ctx-gone")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(store.recordFile("ctx-gone")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("record without a container: %v", err)
 	}
 

@@ -35,8 +35,12 @@ const (
 	labelSocketDir = "sandboxd.socket_dir"
 )
 
-// socketInContainer is where the container's Jupyter server makes its socket.
-const socketInContainer = "/run/sandboxd"
+// socketInContainer is the directory where the container's Jupyter server
+// makes its socket, jupyterSocket.
+const (
+	socketInContainer = "/run/sandboxd"
+	jupyterSocket     = "jupyter.sock"
+)
 
 // Limits are the resource limits of every context's container.
 type Limits struct {
@@ -203,11 +207,7 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 	for k, v := range spec.Labels {
 		labels[k] = v
 	}
-	inst := contexts.Instance{
-		ContextID: spec.ContextID,
-		Socket:    filepath.Join(dir, "jupyter.sock"),
-		Labels:    labels,
-	}
+	inst := contexts.Instance{ContextID: spec.ContextID, Labels: labels}
 
 	// An anonymous volume: removed with the container.
 	workspaceMount := mount.Mount{Type: mount.TypeVolume, Target: contexts.DefaultWorkingDir}
@@ -257,12 +257,12 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 		os.Remove(dir)
 		r.removeWorkspace(spec.ContextID)
 		if cerrdefs.IsNotFound(err) {
-			return contexts.Instance{}, &contexts.Error{Code: contexts.CodeDockerUnavailable,
+			return contexts.Instance{}, &contexts.Error{Code: contexts.CodeRuntimeUnavailable,
 				Message: fmt.Sprintf("the kernel image %s is not in the Docker engine; build it with 'make images'", spec.Image), Err: err}
 		}
 		return contexts.Instance{}, translate(err, "create container")
 	}
-	inst.ContainerID = created.ID
+	inst.ID = created.ID
 	if _, err := r.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
 		r.Remove(context.WithoutCancel(ctx), inst)
 		return contexts.Instance{}, translate(err, "start container")
@@ -282,20 +282,67 @@ func (r *Runtime) socketDir(inst contexts.Instance) (string, bool) {
 	return dir, dir == filepath.Join(r.cfg.SocketDir, id)
 }
 
-// Seal makes the socket directory read-only to the container: the server
-// made its socket there, and nothing of the container's may replace it.
-func (r *Runtime) Seal(inst contexts.Instance) error {
+// Dial connects to the unix socket the container's Jupyter server made
+// in its socket directory. Once the socket is there, the directory is
+// sealed: made read-only to the container, so that nothing of the
+// container's can replace the socket (with a link to a socket of the
+// host's, say) and lead the daemon elsewhere.
+func (r *Runtime) Dial(ctx context.Context, inst contexts.Instance) (net.Conn, error) {
 	dir, ok := r.socketDir(inst)
 	if !ok {
-		return fmt.Errorf("seal %s: no socket directory", inst.ContextID)
+		return nil, fmt.Errorf("dial %s: no socket directory", inst.ContextID)
 	}
-	return os.Chmod(dir, 0o755)
+	sock := filepath.Join(dir, jupyterSocket)
+	if _, err := os.Lstat(sock); err == nil {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("seal %s: %w", dir, err)
+		}
+	}
+	return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 }
 
-// Wait blocks until the container is no longer running and says how it
+// Store keeps the contexts' records beside their sockets, in SocketDir,
+// which only the daemon reads.
+func (r *Runtime) Store() contexts.Store { return contexts.DirStore(r.cfg.SocketDir) }
+
+// watchRetry and watchRetryMax space the retries of a wait that failed
+// (the engine is unreachable): the container may well be running, and its
+// kernel serving.
+const (
+	watchRetry    = 500 * time.Millisecond
+	watchRetryMax = 10 * time.Second
+)
+
+// Watch waits for the container in a goroutine of its own, as Nomad's
+// driver does, and calls ended once it no longer runs.
+func (r *Runtime) Watch(inst contexts.Instance, ended func(exit string)) {
+	r.watchers.Add(1)
+	go func() {
+		defer r.watchers.Done()
+		retry := watchRetry
+		for {
+			exit, err := r.wait(r.watching, inst)
+			if r.watching.Err() != nil {
+				return
+			}
+			if err == nil {
+				ended(exit)
+				return
+			}
+			select {
+			case <-time.After(retry):
+			case <-r.watching.Done():
+				return
+			}
+			retry = min(2*retry, watchRetryMax)
+		}
+	}()
+}
+
+// wait blocks until the container is no longer running and says how it
 // ended, or fails when the engine cannot be asked.
-func (r *Runtime) Wait(ctx context.Context, inst contexts.Instance) (string, error) {
-	res := r.cli.ContainerWait(ctx, inst.ContainerID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+func (r *Runtime) wait(ctx context.Context, inst contexts.Instance) (string, error) {
+	res := r.cli.ContainerWait(ctx, inst.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
 	select {
 	case w := <-res.Result:
 		if w.Error != nil {
@@ -315,10 +362,10 @@ func (r *Runtime) Wait(ctx context.Context, inst contexts.Instance) (string, err
 func (r *Runtime) Remove(ctx context.Context, inst contexts.Instance) error {
 	r.closeEgress(inst.ContextID)
 	var errs []error
-	if inst.ContainerID != "" {
-		_, err := r.cli.ContainerRemove(ctx, inst.ContainerID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	if inst.ID != "" {
+		_, err := r.cli.ContainerRemove(ctx, inst.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 		if err != nil && !gone(err) {
-			errs = append(errs, translate(err, "remove container "+inst.ContainerID))
+			errs = append(errs, translate(err, "remove container "+inst.ID))
 		}
 	}
 	if dir, ok := r.socketDir(inst); ok {
@@ -344,11 +391,10 @@ func (r *Runtime) List(ctx context.Context) ([]contexts.Instance, error) {
 	insts := make([]contexts.Instance, 0, len(res.Items))
 	for _, c := range res.Items {
 		insts = append(insts, contexts.Instance{
-			ContextID:   c.Labels[labelContextID],
-			ContainerID: c.ID,
-			Socket:      filepath.Join(c.Labels[labelSocketDir], "jupyter.sock"),
-			Labels:      c.Labels,
-			Running:     c.State == container.StateRunning,
+			ContextID: c.Labels[labelContextID],
+			ID:        c.ID,
+			Labels:    c.Labels,
+			Running:   c.State == container.StateRunning,
 		})
 	}
 	return insts, nil
@@ -364,13 +410,13 @@ func isRemovalInProgress(err error) bool {
 }
 
 // translate names the operation and marks an unreachable engine with
-// CodeDockerUnavailable.
+// CodeRuntimeUnavailable.
 func translate(err error, op string) error {
 	if err == nil {
 		return nil
 	}
 	if client.IsErrConnectionFailed(err) || errors.Is(err, context.DeadlineExceeded) || cerrdefs.IsUnavailable(err) {
-		return &contexts.Error{Code: contexts.CodeDockerUnavailable, Message: "the Docker engine cannot be reached", Err: fmt.Errorf("%s: %w", op, err)}
+		return &contexts.Error{Code: contexts.CodeRuntimeUnavailable, Message: "the Docker engine cannot be reached", Err: fmt.Errorf("%s: %w", op, err)}
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
@@ -397,7 +443,7 @@ func (r *Runtime) Endpoint(ctx context.Context, contextID string) (socket, token
 	}
 	for _, env := range c.Config.Env {
 		if v, ok := strings.CutPrefix(env, "JUPYTER_TOKEN="); ok {
-			return filepath.Join(dir, "jupyter.sock"), v, nil
+			return filepath.Join(dir, jupyterSocket), v, nil
 		}
 	}
 	return "", "", fmt.Errorf("inspect container of %s: no JUPYTER_TOKEN", contextID)

@@ -125,14 +125,14 @@ func (r *Runtime) OpenEgress(ctx context.Context, inst contexts.Instance) (map[s
 // it says, by connecting to l, that it listens: the context's first code
 // must find it.
 func (r *Runtime) startForwarder(ctx context.Context, inst contexts.Instance, l *net.UnixListener) error {
-	created, err := r.cli.ExecCreate(ctx, inst.ContainerID, client.ExecCreateOptions{
+	created, err := r.cli.ExecCreate(ctx, inst.ID, client.ExecCreateOptions{
 		Cmd: []string{"python3", "-c", egressForwarder},
 	})
 	if err == nil {
 		_, err = r.cli.ExecStart(ctx, created.ID, client.ExecStartOptions{Detach: true})
 	}
 	if err != nil {
-		return translate(err, "start the egress forwarder in "+inst.ContainerID)
+		return translate(err, "start the egress forwarder in "+inst.ID)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -141,7 +141,7 @@ func (r *Runtime) startForwarder(ctx context.Context, inst contexts.Instance, l 
 	l.SetDeadline(deadline)
 	c, err := l.Accept()
 	if err != nil {
-		return fmt.Errorf("the egress forwarder in %s did not start: %w", inst.ContainerID, err)
+		return fmt.Errorf("the egress forwarder in %s did not start: %w", inst.ID, err)
 	}
 	c.Close()
 	return l.SetDeadline(time.Time{})

@@ -62,14 +62,14 @@ func (r *Runtime) kill(inst contexts.Instance, user, execID string, pid int) err
 	case !res.Running:
 		return nil
 	case pid <= 0:
-		return fmt.Errorf("exec in %s: abandoned before it said its pid, so not killed", inst.ContainerID)
+		return fmt.Errorf("exec in %s: abandoned before it said its pid, so not killed", inst.ID)
 	}
 	_, code, err := r.exec(ctx, inst, contexts.ExecSpec{Cmd: []string{"sh", "-c", killGroup, "sh", strconv.Itoa(pid)}, User: user})
 	if err == nil && code != 0 {
 		err = fmt.Errorf("kill exited with %d", code)
 	}
 	if err != nil {
-		return fmt.Errorf("kill abandoned exec in %s: %w", inst.ContainerID, err)
+		return fmt.Errorf("kill abandoned exec in %s: %w", inst.ID, err)
 	}
 	return nil
 }
@@ -77,7 +77,7 @@ func (r *Runtime) kill(inst contexts.Instance, user, execID string, pid int) err
 // exec runs spec as is and returns the exec's id, once it is made, with
 // what Exec returns.
 func (r *Runtime) exec(ctx context.Context, inst contexts.Instance, spec contexts.ExecSpec) (string, int, error) {
-	created, err := r.cli.ExecCreate(ctx, inst.ContainerID, client.ExecCreateOptions{
+	created, err := r.cli.ExecCreate(ctx, inst.ID, client.ExecCreateOptions{
 		User:         spec.User,
 		AttachStdin:  spec.Stdin != nil,
 		AttachStdout: true,
@@ -91,11 +91,11 @@ func (r *Runtime) exec(ctx context.Context, inst contexts.Instance, spec context
 		return "", 0, &contexts.Error{Code: contexts.CodeContextDead, Message: "the context's container has stopped; delete it and create a new one", Err: err}
 	}
 	if err != nil {
-		return "", 0, translate(err, "create exec in "+inst.ContainerID)
+		return "", 0, translate(err, "create exec in "+inst.ID)
 	}
 	att, err := r.cli.ExecAttach(ctx, created.ID, client.ExecAttachOptions{})
 	if err != nil {
-		return created.ID, 0, translate(err, "start exec in "+inst.ContainerID)
+		return created.ID, 0, translate(err, "start exec in "+inst.ID)
 	}
 	// Closing the connection is the only way to stop copying: a read
 	// blocked on it does not watch ctx.
@@ -123,10 +123,10 @@ func (r *Runtime) exec(ctx context.Context, inst contexts.Instance, spec context
 	// that it is not read after Exec returns.
 	stdin.Wait()
 	if ctx.Err() != nil {
-		return created.ID, 0, fmt.Errorf("exec in %s: %w", inst.ContainerID, ctx.Err())
+		return created.ID, 0, fmt.Errorf("exec in %s: %w", inst.ID, ctx.Err())
 	}
 	if copyErr != nil {
-		return created.ID, 0, fmt.Errorf("copy output of exec in %s: %w", inst.ContainerID, copyErr)
+		return created.ID, 0, fmt.Errorf("copy output of exec in %s: %w", inst.ID, copyErr)
 	}
 	code, err := r.execExitCode(ctx, created.ID)
 	return created.ID, code, err

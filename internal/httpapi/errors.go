@@ -23,7 +23,7 @@ var statusByCode = map[string]int{
 	contexts.CodeTooManyContexts:     http.StatusTooManyRequests,
 	contexts.CodeContextDead:         http.StatusGone,
 	contexts.CodeContextRecovering:   http.StatusServiceUnavailable,
-	contexts.CodeDockerUnavailable:   http.StatusServiceUnavailable,
+	contexts.CodeRuntimeUnavailable:  http.StatusServiceUnavailable,
 	contexts.CodeKernelUnavailable:   http.StatusServiceUnavailable,
 	contexts.CodeInvalidPath:         http.StatusBadRequest,
 	contexts.CodeFileNotFound:        http.StatusNotFound,

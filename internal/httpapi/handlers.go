@@ -24,7 +24,7 @@ func handleReady(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := svc.Ping(r.Context()); err != nil {
 			if contexts.Code(err) == contexts.CodeInternal {
-				err = &contexts.Error{Code: contexts.CodeDockerUnavailable, Message: "the Docker engine cannot be reached", Err: err}
+				err = &contexts.Error{Code: contexts.CodeRuntimeUnavailable, Message: "the Docker engine cannot be reached", Err: err}
 			}
 			writeError(w, r, log, err)
 			return

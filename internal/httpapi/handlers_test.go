@@ -45,7 +45,7 @@ func TestProbes(t *testing.T) {
 			},
 			want: want{
 				status: http.StatusServiceUnavailable, contentType: ctJSON,
-				errObj:      errBody("the Docker engine cannot be reached", contexts.CodeDockerUnavailable),
+				errObj:      errBody("the Docker engine cannot be reached", contexts.CodeRuntimeUnavailable),
 				notContains: []string{"docker.sock"},
 			},
 			wantPings: 1,
@@ -54,11 +54,11 @@ func TestProbes(t *testing.T) {
 			name: "not ready, coded error",
 			path: "/readyz",
 			ping: func(context.Context) error {
-				return contexts.Errorf(contexts.CodeDockerUnavailable, "docker engine unavailable")
+				return contexts.Errorf(contexts.CodeRuntimeUnavailable, "docker engine unavailable")
 			},
 			want: want{
 				status: http.StatusServiceUnavailable, contentType: ctJSON,
-				errObj: errBody("docker engine unavailable", contexts.CodeDockerUnavailable),
+				errObj: errBody("docker engine unavailable", contexts.CodeRuntimeUnavailable),
 			},
 			wantPings: 1,
 		},
@@ -189,10 +189,10 @@ func TestCreateContext(t *testing.T) {
 		},
 		{
 			name:    "docker unavailable",
-			create:  failWith(&contexts.Error{Code: contexts.CodeDockerUnavailable, Message: "docker is down", Err: errors.New("secret socket path")}),
+			create:  failWith(&contexts.Error{Code: contexts.CodeRuntimeUnavailable, Message: "docker is down", Err: errors.New("secret socket path")}),
 			wantReq: &contexts.CreateRequest{},
 			want: want{status: http.StatusServiceUnavailable, contentType: ctJSON,
-				errObj: errBody("docker is down", contexts.CodeDockerUnavailable), notContains: []string{"secret socket path"}},
+				errObj: errBody("docker is down", contexts.CodeRuntimeUnavailable), notContains: []string{"secret socket path"}},
 		},
 		{
 			name:    "kernel unavailable",
@@ -203,10 +203,10 @@ func TestCreateContext(t *testing.T) {
 		},
 		{
 			name:    "wrapped coded error keeps its code",
-			create:  failWith(fmt.Errorf("starting: %w", contexts.Errorf(contexts.CodeDockerUnavailable, "docker is down"))),
+			create:  failWith(fmt.Errorf("starting: %w", contexts.Errorf(contexts.CodeRuntimeUnavailable, "docker is down"))),
 			wantReq: &contexts.CreateRequest{},
 			want: want{status: http.StatusServiceUnavailable, contentType: ctJSON,
-				errObj: errBody("docker is down", contexts.CodeDockerUnavailable)},
+				errObj: errBody("docker is down", contexts.CodeRuntimeUnavailable)},
 		},
 		{
 			name:    "plain error is hidden",
@@ -857,10 +857,10 @@ func TestListLanguages(t *testing.T) {
 		json: `{"languages":[{"name":"python","image":"py:1","installed":true},{"name":"r","image":"r:1","installed":false}]}`,
 	})
 	s = newTestServer(t, &fakeService{languages: func(context.Context) ([]contexts.LanguageStatus, error) {
-		return nil, contexts.Errorf(contexts.CodeDockerUnavailable, "down")
+		return nil, contexts.Errorf(contexts.CodeRuntimeUnavailable, "down")
 	}})
 	checkResponse(t, s.do(t, request{method: http.MethodGet, path: "/api/v1/languages"}), want{
-		status: http.StatusServiceUnavailable, contentType: ctJSON, errObj: errBody("down", contexts.CodeDockerUnavailable),
+		status: http.StatusServiceUnavailable, contentType: ctJSON, errObj: errBody("down", contexts.CodeRuntimeUnavailable),
 	})
 }
 

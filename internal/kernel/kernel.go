@@ -285,7 +285,7 @@ func (k *Kernel) connection(ctx context.Context) (*websocket.Conn, error) {
 
 	dialer := websocket.Dialer{
 		NetDialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", k.server.socket)
+			return k.server.dial(ctx)
 		},
 		HandshakeTimeout: 10 * time.Second,
 	}

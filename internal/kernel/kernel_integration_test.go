@@ -33,7 +33,7 @@ func startKernel(t *testing.T, opts Options) *Kernel {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	server := NewServer(filepath.Join(dir, "jupyter.sock"), token)
+	server := NewServer(UnixSocket(filepath.Join(dir, "jupyter.sock")), token)
 	if err := server.WaitReady(ctx, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -12,22 +12,34 @@ import (
 	"time"
 )
 
-// Server is the REST side of one Jupyter server reached over a unix socket.
-type Server struct {
-	socket string
-	token  string
-	http   *http.Client
+// DialFunc opens a connection to a Jupyter server, however the server is
+// reached: a unix socket, a TCP address, a stream a runtime carries.
+type DialFunc func(ctx context.Context) (net.Conn, error)
+
+// UnixSocket returns a DialFunc for a server listening on the unix socket
+// at path.
+func UnixSocket(path string) DialFunc {
+	return func(ctx context.Context) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", path)
+	}
 }
 
-// NewServer returns a client for the Jupyter server listening on socket,
+// Server is the REST side of one Jupyter server.
+type Server struct {
+	dial  DialFunc
+	token string
+	http  *http.Client
+}
+
+// NewServer returns a client for the Jupyter server that dial reaches,
 // authenticated with token.
-func NewServer(socket, token string) *Server {
+func NewServer(dial DialFunc, token string) *Server {
 	return &Server{
-		socket: socket,
-		token:  token,
+		dial:  dial,
+		token: token,
 		http: &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+				return dial(ctx)
 			},
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     time.Minute,
