@@ -151,6 +151,7 @@ func (e Execution) Success() bool { return e.Error == nil && e.Status == "ok" }
 // Manager creates, finds, runs code in and removes contexts.
 type Manager struct {
 	rt      Runtime
+	kernels Kernels
 	store   Store // rt's, or one that keeps nothing
 	cfg     Config
 	log     *slog.Logger
@@ -181,7 +182,7 @@ type sandbox struct {
 	env    map[string]string
 	inst   Instance
 	token  string // its Jupyter server's
-	kernel *kernel.Kernel
+	kernel Kernel
 	hist   *history // set before the context is listed
 	// turn admits one execution at a time; blocked senders on a channel are
 	// served in arrival order.
@@ -289,6 +290,7 @@ func NewManager(rt Runtime, cfg Config, log *slog.Logger, m *Metrics) *Manager {
 	}
 	mgr := &Manager{
 		rt:        rt,
+		kernels:   jupyter{},
 		store:     store,
 		cfg:       cfg,
 		log:       log,
@@ -529,21 +531,13 @@ func (m *Manager) boot(ctx context.Context, lang Language) (*sandbox, error) {
 	m.watch(s)
 	started := time.Now()
 
-	server := kernel.NewServer(m.dialer(inst), token)
-	err = server.WaitReady(ctx, s.stopped)
-	serverReady := time.Now()
-	if err == nil {
-		s.kernel, err = kernel.Start(ctx, server, lang.KernelName, m.kernelOptions(s))
-	}
+	s.kernel, err = m.kernels.Start(ctx, m.dialer(inst), token, lang.KernelName, s.stopped, m.kernelOptions(s))
 	if err != nil {
-		if s.kernel == nil {
-			server.Close()
-		}
 		m.remove(s)
 		return nil, &Error{Code: CodeKernelUnavailable, Message: "the kernel did not start", Err: err}
 	}
 	m.log.Debug("kernel booted", "context_id", id, "instance", inst.ID, "kernel_id", s.kernel.ID(),
-		"duration", time.Since(start), "container", started.Sub(start), "server", serverReady.Sub(started), "kernel", time.Since(serverReady))
+		"duration", time.Since(start), "instance_start", started.Sub(start), "kernel_start", time.Since(started))
 	return s, nil
 }
 

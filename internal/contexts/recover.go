@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/sandboxd/sandboxd/internal/kernel"
 )
 
 // record is what the store keeps of s.
@@ -107,22 +105,15 @@ func (m *Manager) adopt(s *sandbox) error {
 		// Its kernel and variables are worth more than its past.
 		m.log.Warn("the context's history is lost", "context_id", s.info.ID, "error", err)
 	}
-	server := kernel.NewServer(m.dialer(s.inst), s.token)
-	kernels, err := server.Kernels(ctx)
-	if err == nil && len(kernels) != 1 {
-		err = fmt.Errorf("%d kernels on its server, want 1", len(kernels))
-	}
+	k, busy, err := m.kernels.Find(ctx, m.dialer(s.inst), s.token, m.kernelOptions(s))
 	if err != nil {
-		server.Close()
 		return err
 	}
-	k := kernel.Connect(server, kernels[0].ID, m.kernelOptions(s))
-	busy := kernels[0].ExecutionState == "busy"
 	if busy {
 		// It runs a cell of the previous run, whose client is gone: nobody
 		// can get its result. Interrupting it frees the context at once;
 		// the kernel keeps its variables.
-		if err := server.Interrupt(ctx, k.ID()); err != nil {
+		if err := k.Interrupt(ctx); err != nil {
 			m.log.Warn("could not interrupt the cell a previous run left running", "context_id", s.info.ID, "error", err)
 		}
 	}

@@ -1,0 +1,69 @@
+package contexts
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sandboxd/sandboxd/internal/kernel"
+)
+
+// Kernel is a context's kernel as the Manager drives it.
+type Kernel interface {
+	ID() string
+	// Execute runs a request and returns its result; see kernel.Kernel.
+	Execute(ctx context.Context, r kernel.Request) (kernel.Result, error)
+	Interrupt(ctx context.Context) error
+	// Restart restarts the kernel, losing its state; what runs ends with
+	// kernel.ErrKernelDied.
+	Restart(ctx context.Context) error
+	// Ready returns once the kernel answers.
+	Ready(ctx context.Context) error
+	Close() error
+}
+
+// Kernels starts the kernel of a new instance, and finds the one on an
+// instance a previous run of the daemon started.
+type Kernels interface {
+	// Start waits for the Jupyter server dial reaches to answer, and starts
+	// a kernel of the kernelspec name on it. It gives up when stopped is
+	// closed: the instance has ended.
+	Start(ctx context.Context, dial kernel.DialFunc, token, name string, stopped <-chan struct{}, opts kernel.Options) (Kernel, error)
+	// Find connects to the one kernel on the server, without waiting for
+	// it to answer; busy says it is running a cell.
+	Find(ctx context.Context, dial kernel.DialFunc, token string, opts kernel.Options) (k Kernel, busy bool, err error)
+}
+
+// jupyter is Kernels on a Jupyter server's REST and websocket API.
+type jupyter struct{}
+
+var (
+	_ Kernel  = (*kernel.Kernel)(nil)
+	_ Kernels = jupyter{}
+)
+
+func (jupyter) Start(ctx context.Context, dial kernel.DialFunc, token, name string, stopped <-chan struct{}, opts kernel.Options) (Kernel, error) {
+	server := kernel.NewServer(dial, token)
+	if err := server.WaitReady(ctx, stopped); err != nil {
+		server.Close()
+		return nil, err
+	}
+	k, err := kernel.Start(ctx, server, name, opts)
+	if err != nil {
+		server.Close()
+		return nil, err
+	}
+	return k, nil
+}
+
+func (jupyter) Find(ctx context.Context, dial kernel.DialFunc, token string, opts kernel.Options) (Kernel, bool, error) {
+	server := kernel.NewServer(dial, token)
+	kernels, err := server.Kernels(ctx)
+	if err == nil && len(kernels) != 1 {
+		err = fmt.Errorf("%d kernels on its server, want 1", len(kernels))
+	}
+	if err != nil {
+		server.Close()
+		return nil, false, err
+	}
+	return kernel.Connect(server, kernels[0].ID, opts), kernels[0].ExecutionState == "busy", nil
+}
