@@ -3,6 +3,7 @@ package contexts
 import (
 	"context"
 	"fmt"
+	"net"
 
 	"github.com/sandboxd/sandboxd/internal/kernel"
 )
@@ -66,4 +67,20 @@ func (jupyter) Find(ctx context.Context, dial kernel.DialFunc, token string, opt
 		return nil, false, err
 	}
 	return kernel.Connect(server, kernels[0].ID, opts), kernels[0].ExecutionState == "busy", nil
+}
+
+// kernelOptions bound s's kernel by the Config, and tell s of its restarts.
+func (m *Manager) kernelOptions(s *sandbox) kernel.Options {
+	return kernel.Options{
+		MaxOutput:      m.cfg.MaxOutput,
+		InterruptGrace: m.cfg.InterruptGrace,
+		ReadyTimeout:   m.cfg.CreateTimeout,
+		OnRestart:      s.kernelRestarted,
+		Log:            m.log,
+	}
+}
+
+// dialer reaches inst's Jupyter server.
+func (m *Manager) dialer(inst Instance) kernel.DialFunc {
+	return func(ctx context.Context) (net.Conn, error) { return m.rt.Dial(ctx, inst) }
 }

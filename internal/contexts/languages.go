@@ -1,6 +1,7 @@
 package contexts
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -122,4 +123,47 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// languageNames lists the names of the languages contexts can be made for.
+func (m *Manager) languageNames() string {
+	names := make([]string, len(m.cfg.Languages))
+	for i, l := range m.cfg.Languages {
+		names[i] = l.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// LanguageStatus is a language and whether its kernel image is installed.
+type LanguageStatus struct {
+	Name      string
+	Image     string
+	Installed bool
+}
+
+// Languages lists the languages contexts can be made for, the default
+// first, and whether each one's image is in the engine. Errors:
+// CodeRuntimeUnavailable.
+func (m *Manager) Languages(ctx context.Context) ([]LanguageStatus, error) {
+	all := make([]LanguageStatus, len(m.cfg.Languages))
+	for i, l := range m.cfg.Languages {
+		ok, err := m.rt.HasImage(ctx, l.Image)
+		if err != nil {
+			return nil, err
+		}
+		all[i] = LanguageStatus{Name: l.Name, Image: l.Image, Installed: ok}
+	}
+	return all, nil
+}
+
+func (m *Manager) language(name string) (Language, bool) {
+	if name == "" && len(m.cfg.Languages) > 0 {
+		return m.cfg.Languages[0], true
+	}
+	for _, l := range m.cfg.Languages {
+		if l.Name == name {
+			return l, true
+		}
+	}
+	return Language{}, false
 }

@@ -239,3 +239,14 @@ func (p *pool) close() {
 	}
 	wg.Wait()
 }
+
+// Pools tells how full each language's warm pool is.
+func (m *Manager) Pools() []PoolStatus {
+	var all []PoolStatus
+	for _, l := range m.cfg.Languages {
+		if p := m.pools[l.Name]; p != nil {
+			all = append(all, p.status())
+		}
+	}
+	return all
+}

@@ -85,8 +85,8 @@ func (m *Manager) recovering(inst Instance) (*sandbox, error) {
 	}
 	m.mu.Lock()
 	m.contexts[s.info.ID] = s
-	m.reserved++
 	m.mu.Unlock()
+	m.admission.add()
 	m.metrics.active.Inc()
 	return s, nil
 }
@@ -126,14 +126,7 @@ func (m *Manager) adopt(s *sandbox) error {
 		// waits for it, and restarts the kernel if its timeout runs out.
 		m.log.Warn("taking over a kernel still busy with a cell of a previous run", "context_id", s.info.ID, "error", err)
 	}
-	s.mu.Lock()
-	removed := s.removed
-	if !removed {
-		s.kernel = k
-		s.status = StatusActive
-	}
-	s.mu.Unlock()
-	if removed {
+	if !s.adopted(k) {
 		// Close or Detach took it meanwhile.
 		k.Close()
 		return nil
@@ -158,11 +151,9 @@ func (m *Manager) discard(inst Instance, s *sandbox, reason error) {
 		if !mine {
 			return // Close or Detach took it
 		}
-		m.release()
+		m.admission.release()
 		m.metrics.active.Dec()
-		s.mu.Lock()
-		s.removed = true
-		s.mu.Unlock()
+		s.markRemoved()
 		// It was listed: whoever watches the contexts sees it go.
 		m.events.publish(Event{Type: EventContextDeleted, ContextID: s.info.ID})
 	}
@@ -175,27 +166,4 @@ func (m *Manager) discard(inst Instance, s *sandbox, reason error) {
 		return
 	}
 	m.store.Drop(inst.ContextID)
-}
-
-// Detach lets go of every context without removing it, for a daemon that
-// stops so that its next run takes them over; pooled kernels are removed.
-func (m *Manager) Detach() {
-	for _, p := range m.pools {
-		p.close()
-	}
-	m.mu.Lock()
-	all := m.contexts
-	m.contexts = map[string]*sandbox{}
-	m.mu.Unlock()
-	m.stopWatch()
-	for _, s := range all {
-		s.mu.Lock()
-		s.removed = true
-		k := s.kernel
-		s.mu.Unlock()
-		if k != nil { // nil while it is being taken over
-			k.Close()
-		}
-	}
-	m.watchers.Wait()
 }
