@@ -90,12 +90,17 @@ const (
 const DefaultWorkingDir = "/workspace"
 
 // CreateRequest asks for a new context. Empty fields take defaults.
+// Create checks Type, Language and Network, which depend on what it makes
+// and is configured for; the rest the caller checks, as the HTTP API does
+// before any call.
 type CreateRequest struct {
 	Type        string
 	Language    string
 	SessionName string
-	WorkingDir  string
+	// WorkingDir is one CheckWorkingDir accepts.
+	WorkingDir string
 	// Env is added to the kernel's environment, and kept across restarts.
+	// Its names are ones ValidateEnv accepts: they go into code unquoted.
 	Env map[string]string
 	// Network asks for egress to the public internet (Config.AllowEgress).
 	Network bool
@@ -121,11 +126,12 @@ type Info struct {
 }
 
 // ExecuteRequest asks to run code in a context. A zero Timeout takes the
-// default.
+// default; any other is one Timeout accepts.
 type ExecuteRequest struct {
 	Code    string
 	Timeout time.Duration
-	// Env overrides environment variables for this execution only.
+	// Env overrides environment variables for this execution only. Its
+	// names are ones ValidateEnv accepts.
 	Env map[string]string
 	// OnEvent, when set, receives output as it arrives; it must not block.
 	OnEvent func(kernel.Event)
@@ -394,8 +400,9 @@ func (m *Manager) language(name string) (Language, bool) {
 
 // Create makes a context and returns once its kernel is ready to execute.
 // It takes a ready kernel from the warm pool when there is one, and starts
-// a container otherwise. Errors: CodeInvalid, CodeUnsupportedLanguage,
-// CodeTooManyContexts, CodeDockerUnavailable, CodeKernelUnavailable.
+// a container otherwise. Errors: CodeInvalid (for the type),
+// CodeUnsupportedLanguage, CodeEgressDisabled, CodeTooManyContexts,
+// CodeDockerUnavailable, CodeKernelUnavailable.
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	start := time.Now()
 	lang, ok := m.language(req.Language)
@@ -405,12 +412,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	if req.Type != "" && req.Type != "jupyter" {
 		return Info{}, Errorf(CodeInvalid, "unsupported type %q; available: jupyter", req.Type)
 	}
-	workDir, err := workingDir(req.WorkingDir)
-	if err != nil {
-		return Info{}, err
-	}
-	if err := validateEnv(req.Env); err != nil {
-		return Info{}, err
+	workDir := DefaultWorkingDir
+	if req.WorkingDir != "" {
+		workDir = path.Clean(req.WorkingDir)
 	}
 	if req.Network && !m.cfg.AllowEgress {
 		return Info{}, ErrEgressDisabled
@@ -428,6 +432,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.CreateTimeout)
 	defer cancel()
+	var err error
 	s := m.pools[lang.Name].take(ctx)
 	if s == nil {
 		if s, err = m.boot(ctx, lang); err != nil {
@@ -588,19 +593,20 @@ func (m *Manager) release() {
 	m.mu.Unlock()
 }
 
-// workingDir validates a requested working directory. Only /workspace and
-// /tmp are writable in a context's container, so it must lie in one of them.
-func workingDir(dir string) (string, error) {
+// CheckWorkingDir checks a requested working directory; "" is the default.
+// Only /workspace and /tmp are writable in a context's container, so it
+// must lie in one of them. Errors: CodeInvalid.
+func CheckWorkingDir(dir string) error {
 	if dir == "" {
-		return DefaultWorkingDir, nil
+		return nil
 	}
 	clean := path.Clean(dir)
 	for _, root := range []string{DefaultWorkingDir, "/tmp"} {
 		if clean == root || strings.HasPrefix(clean, root+"/") {
-			return clean, nil
+			return nil
 		}
 	}
-	return "", Errorf(CodeInvalid, "working_dir %q must be /workspace, /tmp or a directory below them", dir)
+	return Errorf(CodeInvalid, "working_dir %q must be /workspace, /tmp or a directory below them", dir)
 }
 
 func randomToken() string {
@@ -743,13 +749,7 @@ func (m *Manager) remove(s *sandbox) error {
 // starts running. Errors: CodeNotFound, CodeInvalid, CodeKernelUnavailable,
 // and ctx's error when ctx ended while the request was queued.
 func (m *Manager) Execute(ctx context.Context, id string, req ExecuteRequest) (Execution, error) {
-	timeout, err := m.Timeout(req.Timeout)
-	if err != nil {
-		return Execution{}, err
-	}
-	if err := validateEnv(req.Env); err != nil {
-		return Execution{}, err
-	}
+	timeout := m.timeout(req.Timeout)
 	s, err := m.get(id)
 	if err != nil {
 		return Execution{}, err
@@ -832,15 +832,22 @@ func (m *Manager) Execute(ctx context.Context, id string, req ExecuteRequest) (E
 }
 
 // Timeout returns the timeout an execution or command asking for d runs
-// with: the default for 0. Errors: CodeInvalid, for one out of bounds.
+// with: the default for 0. Callers check requests with it before Execute
+// and RunCommand, which take their timeouts as they come. Errors:
+// CodeInvalid, for one out of bounds.
 func (m *Manager) Timeout(d time.Duration) (time.Duration, error) {
-	if d == 0 {
-		return m.cfg.DefaultTimeout, nil
-	}
 	if d < 0 || d > m.cfg.MaxTimeout {
 		return 0, Errorf(CodeInvalid, "timeout must be more than 0 and at most %v seconds", m.cfg.MaxTimeout.Seconds())
 	}
-	return d, nil
+	return m.timeout(d), nil
+}
+
+// timeout is d, or the default for 0.
+func (m *Manager) timeout(d time.Duration) time.Duration {
+	if d == 0 {
+		return m.cfg.DefaultTimeout
+	}
+	return d
 }
 
 // takeTurn waits until s is free, in arrival order, and returns the function

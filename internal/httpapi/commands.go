@@ -18,6 +18,18 @@ type commandRequest struct {
 	Cwd     string            `json:"cwd"`
 }
 
+// validate leaves the cwd to RunCommand, which knows the context's working
+// dir.
+func (req *commandRequest) validate(b bounds) error {
+	if err := checkCommand(req.Command); err != nil {
+		return err
+	}
+	if err := checkTimeout(req.Timeout, b); err != nil {
+		return err
+	}
+	return contexts.ValidateEnv(req.Env)
+}
+
 type commandResponse struct {
 	Stdout        string  `json:"stdout"`
 	Stderr        string  `json:"stderr"`
@@ -41,21 +53,12 @@ func newCommandResponse(c contexts.CommandResult) commandResponse {
 func handleCommand(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req commandRequest
-		if err := decode(r, &req); err != nil {
-			writeError(w, r, log, err)
-			return
-		}
-		if req.Command == nil {
-			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"command\" is required"))
-			return
-		}
-		timeout, err := parseTimeout(req.Timeout)
-		if err != nil {
+		if err := decodeValid(r, &req, svc); err != nil {
 			writeError(w, r, log, err)
 			return
 		}
 		id := chi.URLParam(r, "id")
-		creq := contexts.CommandRequest{Command: *req.Command, Timeout: timeout, Env: req.Env, Cwd: req.Cwd}
+		creq := contexts.CommandRequest{Command: *req.Command, Timeout: duration(req.Timeout), Env: req.Env, Cwd: req.Cwd}
 		if wantsEventStream(r) {
 			streamCommand(w, r, log, svc, id, creq)
 			return
