@@ -7,17 +7,18 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
 
 // CommandRequest asks to run a shell command in a context. A zero Timeout
-// takes the default; an empty Cwd is the working dir.
+// takes the default, any other is one Timeout accepts; an empty Cwd is the
+// working dir.
 type CommandRequest struct {
 	Command string
 	Timeout time.Duration
-	// Env is added to the context's own env for this command.
+	// Env is added to the context's own env for this command. Its names
+	// are ones ValidateEnv accepts.
 	Env map[string]string
 	// Cwd is relative to the working dir, or absolute in it.
 	Cwd string
@@ -54,19 +55,10 @@ const (
 // enforced in the container with coreutils' timeout, which signals the
 // command's whole process group, so nothing it started outlives it; the
 // daemon stops waiting a little later in case even that fails. Errors:
-// CodeNotFound, CodeContextDead, CodeInvalid, CodeInvalidPath,
-// CodeFileNotFound, CodeRuntimeUnavailable, and ctx's error.
+// CodeNotFound, CodeContextDead, CodeInvalidPath, CodeFileNotFound,
+// CodeRuntimeUnavailable, and ctx's error.
 func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest) (CommandResult, error) {
-	if strings.TrimSpace(req.Command) == "" {
-		return CommandResult{}, Errorf(CodeInvalid, "field \"command\" must not be empty")
-	}
-	timeout, err := m.Timeout(req.Timeout)
-	if err != nil {
-		return CommandResult{}, err
-	}
-	if err := validateEnv(req.Env); err != nil {
-		return CommandResult{}, err
-	}
+	timeout := m.timeout(req.Timeout)
 	s, err := m.running(id)
 	if err != nil {
 		return CommandResult{}, err

@@ -16,12 +16,17 @@ import (
 const DefaultWorkingDir = "/workspace"
 
 // CreateRequest asks for a new context. Empty fields take defaults.
+// Create checks Type, Language and Network, which depend on what it makes
+// and is configured for; the rest the caller checks, as the HTTP API does
+// before any call.
 type CreateRequest struct {
 	Type        string
 	Language    string
 	SessionName string
-	WorkingDir  string
+	// WorkingDir is one CheckWorkingDir accepts.
+	WorkingDir string
 	// Env is added to the kernel's environment, and kept across restarts.
+	// Its names are ones ValidateEnv accepts: they go into code unquoted.
 	Env map[string]string
 	// Network asks for egress to the public internet (Config.AllowEgress).
 	Network bool
@@ -29,8 +34,9 @@ type CreateRequest struct {
 
 // Create makes a context and returns once its kernel is ready to execute.
 // It takes a ready kernel from the warm pool when there is one, and starts
-// a container otherwise. Errors: CodeInvalid, CodeUnsupportedLanguage,
-// CodeTooManyContexts, CodeRuntimeUnavailable, CodeKernelUnavailable.
+// a container otherwise. Errors: CodeInvalid (for the type),
+// CodeUnsupportedLanguage, CodeEgressDisabled, CodeTooManyContexts,
+// CodeRuntimeUnavailable, CodeKernelUnavailable.
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	start := time.Now()
 	lang, ok := m.language(req.Language)
@@ -40,12 +46,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	if req.Type != "" && req.Type != "jupyter" {
 		return Info{}, Errorf(CodeInvalid, "unsupported type %q; available: jupyter", req.Type)
 	}
-	workDir, err := workingDir(req.WorkingDir)
-	if err != nil {
-		return Info{}, err
-	}
-	if err := validateEnv(req.Env); err != nil {
-		return Info{}, err
+	workDir := DefaultWorkingDir
+	if req.WorkingDir != "" {
+		workDir = path.Clean(req.WorkingDir)
 	}
 	if req.Network && !m.cfg.AllowEgress {
 		return Info{}, ErrEgressDisabled
@@ -63,6 +66,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.CreateTimeout)
 	defer cancel()
+	var err error
 	s := m.pools[lang.Name].take(ctx)
 	if s == nil {
 		if s, err = m.boot(ctx, lang); err != nil {
@@ -169,19 +173,20 @@ func (m *Manager) boot(ctx context.Context, lang Language) (*sandbox, error) {
 	return s, nil
 }
 
-// workingDir validates a requested working directory. Only /workspace and
-// /tmp are writable in a context's container, so it must lie in one of them.
-func workingDir(dir string) (string, error) {
+// CheckWorkingDir checks a requested working directory; "" is the default.
+// Only /workspace and /tmp are writable in a context's container, so it
+// must lie in one of them. Errors: CodeInvalid.
+func CheckWorkingDir(dir string) error {
 	if dir == "" {
-		return DefaultWorkingDir, nil
+		return nil
 	}
 	clean := path.Clean(dir)
 	for _, root := range []string{DefaultWorkingDir, "/tmp"} {
 		if clean == root || strings.HasPrefix(clean, root+"/") {
-			return clean, nil
+			return nil
 		}
 	}
-	return "", Errorf(CodeInvalid, "working_dir %q must be /workspace, /tmp or a directory below them", dir)
+	return Errorf(CodeInvalid, "working_dir %q must be /workspace, /tmp or a directory below them", dir)
 }
 
 func randomToken() string {

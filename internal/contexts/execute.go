@@ -8,11 +8,12 @@ import (
 )
 
 // ExecuteRequest asks to run code in a context. A zero Timeout takes the
-// default.
+// default; any other is one Timeout accepts.
 type ExecuteRequest struct {
 	Code    string
 	Timeout time.Duration
-	// Env overrides environment variables for this execution only.
+	// Env overrides environment variables for this execution only. Its
+	// names are ones ValidateEnv accepts.
 	Env map[string]string
 	// OnEvent, when set, receives output as it arrives; it must not block.
 	OnEvent func(kernel.Event)
@@ -42,13 +43,7 @@ func (e Execution) Success() bool { return e.Error == nil && e.Status == "ok" }
 // starts running. Errors: CodeNotFound, CodeInvalid, CodeKernelUnavailable,
 // and ctx's error when ctx ended while the request was queued.
 func (m *Manager) Execute(ctx context.Context, id string, req ExecuteRequest) (Execution, error) {
-	timeout, err := m.Timeout(req.Timeout)
-	if err != nil {
-		return Execution{}, err
-	}
-	if err := validateEnv(req.Env); err != nil {
-		return Execution{}, err
-	}
+	timeout := m.timeout(req.Timeout)
 	s, err := m.get(id)
 	if err != nil {
 		return Execution{}, err
@@ -125,15 +120,22 @@ func (m *Manager) Execute(ctx context.Context, id string, req ExecuteRequest) (E
 }
 
 // Timeout returns the timeout an execution or command asking for d runs
-// with: the default for 0. Errors: CodeInvalid, for one out of bounds.
+// with: the default for 0. Callers check requests with it before Execute
+// and RunCommand, which take their timeouts as they come. Errors:
+// CodeInvalid, for one out of bounds.
 func (m *Manager) Timeout(d time.Duration) (time.Duration, error) {
-	if d == 0 {
-		return m.cfg.DefaultTimeout, nil
-	}
 	if d < 0 || d > m.cfg.MaxTimeout {
 		return 0, Errorf(CodeInvalid, "timeout must be more than 0 and at most %v seconds", m.cfg.MaxTimeout.Seconds())
 	}
-	return d, nil
+	return m.timeout(d), nil
+}
+
+// timeout is d, or the default for 0.
+func (m *Manager) timeout(d time.Duration) time.Duration {
+	if d == 0 {
+		return m.cfg.DefaultTimeout
+	}
+	return d
 }
 
 // Interrupt interrupts whatever the context's kernel is running, as Ctrl-C

@@ -28,8 +28,9 @@ type Language struct {
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// validateEnv checks that every name can be an environment variable.
-func validateEnv(env map[string]string) error {
+// ValidateEnv checks that every name can be an environment variable, and
+// no value holds a NUL byte. Errors: CodeInvalid.
+func ValidateEnv(env map[string]string) error {
 	for k, v := range env {
 		if !envName.MatchString(k) {
 			return Errorf(CodeInvalid, "env name %q must be letters, digits and underscores, not starting with a digit", k)

@@ -37,30 +37,39 @@ func newAgentRunContext(c contexts.Info) agentRunContext {
 	return agentRunContext{ID: c.ID, Language: c.Language, Cwd: c.WorkingDir, Status: string(c.Status)}
 }
 
+type agentRunCreateRequest struct {
+	Language string `json:"language"`
+	Cwd      string `json:"cwd"`
+}
+
+// validate leaves the language to Create, which refuses one it does not
+// know before it makes anything.
+func (req *agentRunCreateRequest) validate(bounds) error {
+	return contexts.CheckWorkingDir(agentRunWorkingDir(req.Cwd))
+}
+
+// agentRunWorkingDir is the working dir a cwd asks for.
+func agentRunWorkingDir(cwd string) string {
+	if cwd == agentRunHome {
+		return ""
+	}
+	return cwd
+}
+
 func handleAgentRunCreate(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Language string `json:"language"`
-			Cwd      string `json:"cwd"`
-		}
-		if err := decode(r, &req); err != nil {
+		var req agentRunCreateRequest
+		if err := decodeValid(r, &req, svc); err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		c, err := svc.Create(r.Context(), agentRunCreateRequest(req.Language, req.Cwd))
+		c, err := svc.Create(r.Context(), contexts.CreateRequest{Language: req.Language, WorkingDir: agentRunWorkingDir(req.Cwd)})
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
 		encode(w, http.StatusOK, newAgentRunContext(c))
 	}
-}
-
-func agentRunCreateRequest(language, cwd string) contexts.CreateRequest {
-	if cwd == agentRunHome {
-		cwd = ""
-	}
-	return contexts.CreateRequest{Language: language, WorkingDir: cwd}
 }
 
 func handleAgentRunList(svc contextService) http.HandlerFunc {
@@ -107,32 +116,30 @@ type agentRunResult struct {
 	ExecutionTime float64 `json:"executionTime,omitempty"`
 }
 
+type agentRunExecuteRequest struct {
+	Code      *string  `json:"code"`
+	ContextID string   `json:"contextId"`
+	Language  string   `json:"language"`
+	Timeout   *float64 `json:"timeout"`
+}
+
+// validate checks all that Execute would refuse before a context is made
+// for the request: a context that its client never hears of would be left
+// behind. The language is Create's to refuse, before it makes anything.
+func (req *agentRunExecuteRequest) validate(b bounds) error {
+	if req.Code == nil {
+		return required("code")
+	}
+	return checkTimeout(req.Timeout, b)
+}
+
 // handleAgentRunExecute runs code in the context the request names, else in
 // the one the sandbox id names, else in a new one of the request's
 // language, and answers with the context's id and the results in order.
 func handleAgentRunExecute(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Code      *string  `json:"code"`
-			ContextID string   `json:"contextId"`
-			Language  string   `json:"language"`
-			Timeout   *float64 `json:"timeout"`
-		}
-		if err := decode(r, &req); err != nil {
-			writeError(w, r, log, err)
-			return
-		}
-		if req.Code == nil {
-			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"code\" is required"))
-			return
-		}
-		// Everything is checked before a context is made for the request:
-		// a context that its client never hears of would be left behind.
-		timeout, err := parseTimeout(req.Timeout)
-		if err == nil {
-			timeout, err = svc.Timeout(timeout)
-		}
-		if err != nil {
+		var req agentRunExecuteRequest
+		if err := decodeValid(r, &req, svc); err != nil {
 			writeError(w, r, log, err)
 			return
 		}
@@ -144,14 +151,14 @@ func handleAgentRunExecute(log *slog.Logger, svc contextService) http.HandlerFun
 		}
 		created := false
 		if id == "" {
-			c, err := svc.Create(r.Context(), agentRunCreateRequest(req.Language, ""))
+			c, err := svc.Create(r.Context(), contexts.CreateRequest{Language: req.Language})
 			if err != nil {
 				writeError(w, r, log, err)
 				return
 			}
 			id, created = c.ID, true
 		}
-		e, err := svc.Execute(r.Context(), id, contexts.ExecuteRequest{Code: *req.Code, Timeout: timeout})
+		e, err := svc.Execute(r.Context(), id, contexts.ExecuteRequest{Code: *req.Code, Timeout: duration(req.Timeout)})
 		if err != nil {
 			if created {
 				svc.Delete(context.WithoutCancel(r.Context()), id)
@@ -288,19 +295,26 @@ func handleAgentRunWriteFile(log *slog.Logger, svc contextService) http.HandlerF
 	}
 }
 
+type agentRunCmdRequest struct {
+	Command *string  `json:"command"`
+	Cwd     string   `json:"cwd"`
+	Timeout *float64 `json:"timeout"`
+}
+
+// validate leaves the cwd to RunCommand, which knows the context's working
+// dir.
+func (req *agentRunCmdRequest) validate(b bounds) error {
+	if err := checkCommand(req.Command); err != nil {
+		return err
+	}
+	return checkTimeout(req.Timeout, b)
+}
+
 func handleAgentRunCmd(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Command *string  `json:"command"`
-			Cwd     string   `json:"cwd"`
-			Timeout *float64 `json:"timeout"`
-		}
-		if err := decode(r, &req); err != nil {
+		var req agentRunCmdRequest
+		if err := decodeValid(r, &req, svc); err != nil {
 			writeError(w, r, log, err)
-			return
-		}
-		if req.Command == nil {
-			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"command\" is required"))
 			return
 		}
 		c, err := agentRunContextOf(r, svc)
@@ -308,12 +322,7 @@ func handleAgentRunCmd(log *slog.Logger, svc contextService) http.HandlerFunc {
 			writeError(w, r, log, err)
 			return
 		}
-		timeout, err := parseTimeout(req.Timeout)
-		if err != nil {
-			writeError(w, r, log, err)
-			return
-		}
-		creq := contexts.CommandRequest{Command: *req.Command, Cwd: agentRunPath(req.Cwd, c.WorkingDir), Timeout: timeout}
+		creq := contexts.CommandRequest{Command: *req.Command, Cwd: agentRunPath(req.Cwd, c.WorkingDir), Timeout: duration(req.Timeout)}
 		res, err := svc.RunCommand(r.Context(), c.ID, creq)
 		if err != nil {
 			writeError(w, r, log, err)

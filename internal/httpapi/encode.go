@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/sandboxd/sandboxd/internal/contexts"
 )
@@ -41,18 +40,6 @@ func decode(r *http.Request, v any) error {
 	default:
 		return contexts.Errorf(contexts.CodeInvalid, "cannot read request body: %v", err)
 	}
-}
-
-// parseTimeout turns a request's "timeout" in seconds into a duration; 0
-// when it is absent, so that the default applies.
-func parseTimeout(seconds *float64) (time.Duration, error) {
-	if seconds == nil {
-		return 0, nil
-	}
-	if *seconds <= 0 {
-		return 0, contexts.Errorf(contexts.CodeInvalid, "field \"timeout\" must be more than 0 seconds")
-	}
-	return time.Duration(*seconds * float64(time.Second)), nil
 }
 
 // jsonType names a Go kind as JSON calls it.

@@ -89,6 +89,15 @@ type createContextRequest struct {
 	Network     bool              `json:"network"`
 }
 
+// validate leaves the type, language and network to Create, which knows
+// what contexts it makes and whether the daemon allows egress.
+func (req *createContextRequest) validate(bounds) error {
+	if err := contexts.CheckWorkingDir(req.WorkingDir); err != nil {
+		return err
+	}
+	return contexts.ValidateEnv(req.Env)
+}
+
 type contextResponse struct {
 	ContextID      string `json:"context_id"`
 	Type           string `json:"type"`
@@ -122,7 +131,7 @@ func newContextResponse(c contexts.Info) contextResponse {
 func handleCreateContext(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req createContextRequest
-		if err := decode(r, &req); err != nil {
+		if err := decodeValid(r, &req, svc); err != nil {
 			writeError(w, r, log, err)
 			return
 		}
@@ -190,6 +199,16 @@ type executeRequest struct {
 	Env     map[string]string `json:"env"`
 }
 
+func (req *executeRequest) validate(b bounds) error {
+	if req.Code == nil {
+		return required("code")
+	}
+	if err := checkTimeout(req.Timeout, b); err != nil {
+		return err
+	}
+	return contexts.ValidateEnv(req.Env)
+}
+
 type executeResponse struct {
 	Output         outputJSON   `json:"output"`
 	Success        bool         `json:"success"`
@@ -249,21 +268,12 @@ func newErrorJSON(e *kernel.Error) *errorJSON {
 func handleExecute(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req executeRequest
-		if err := decode(r, &req); err != nil {
-			writeError(w, r, log, err)
-			return
-		}
-		if req.Code == nil {
-			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "field \"code\" is required"))
-			return
-		}
-		timeout, err := parseTimeout(req.Timeout)
-		if err != nil {
+		if err := decodeValid(r, &req, svc); err != nil {
 			writeError(w, r, log, err)
 			return
 		}
 		id := chi.URLParam(r, "id")
-		xreq := contexts.ExecuteRequest{Code: *req.Code, Timeout: timeout, Env: req.Env}
+		xreq := contexts.ExecuteRequest{Code: *req.Code, Timeout: duration(req.Timeout), Env: req.Env}
 		if wantsEventStream(r) {
 			streamExecute(w, r, log, svc, id, xreq)
 			return

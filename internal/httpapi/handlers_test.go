@@ -180,12 +180,16 @@ func TestCreateContext(t *testing.T) {
 				errObj: errBody(`unsupported language "ruby"; available: python`, contexts.CodeUnsupportedLanguage)},
 		},
 		{
-			name:    "invalid field from the service",
-			body:    `{"working_dir":"/etc"}`,
-			create:  failWith(contexts.Errorf(contexts.CodeInvalid, "working_dir %q must be /workspace, /tmp or a directory below them", "/etc")),
-			wantReq: &contexts.CreateRequest{WorkingDir: "/etc"},
+			name: "working_dir outside /workspace and /tmp",
+			body: `{"working_dir":"/workspace/../etc"}`,
 			want: want{status: http.StatusBadRequest, contentType: ctJSON,
-				errObj: errBody(`working_dir "/etc" must be /workspace, /tmp or a directory below them`, contexts.CodeInvalid)},
+				errObj: errBody(`working_dir "/workspace/../etc" must be /workspace, /tmp or a directory below them`, contexts.CodeInvalid)},
+		},
+		{
+			name: "bad env name",
+			body: `{"env":{"A-B":"1"}}`,
+			want: want{status: http.StatusBadRequest, contentType: ctJSON,
+				errObj: errBody(`env name "A-B" must be letters, digits and underscores, not starting with a digit`, contexts.CodeInvalid)},
 		},
 		{
 			name:    "docker unavailable",

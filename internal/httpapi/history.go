@@ -4,7 +4,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -154,30 +153,15 @@ func handleEvents(log *slog.Logger, svc contextService) http.HandlerFunc {
 		defer stop()
 		sse := newSSEWriter(w)
 		defer sse.done()
-		sse.start()
-		if sse.flush() != nil {
+		if sse.start() != nil {
 			return
 		}
-		tick := time.NewTicker(keepAlive)
-		defer tick.Stop()
-		for {
-			var err error
-			select {
-			case e, ok := <-events:
-				if !ok {
-					log.Debug("ended an event stream: it fell behind, or the daemon is shutting down")
-					return
-				}
-				err = sse.send(e.Type, eventJSON(e))
-			case <-tick.C:
-				err = sse.keepAlive()
-			case <-r.Context().Done():
-				return
-			}
-			if err != nil {
-				log.Warn("cut off an event stream's client", "error", err)
-				return
-			}
+		err := pump(events, r.Context().Done(), func(e contexts.Event) error { return sse.send(e.Type, eventJSON(e)) }, sse.keepAlive)
+		switch {
+		case err != nil:
+			log.Warn("cut off an event stream's client", "error", err)
+		case r.Context().Err() == nil:
+			log.Debug("ended an event stream: it fell behind, or the daemon is shutting down")
 		}
 	}
 }

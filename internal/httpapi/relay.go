@@ -50,6 +50,25 @@ type relayRequest struct {
 	} `json:"content"`
 }
 
+// timeout is an execute_request's timeout in seconds. One not more than 0
+// is dropped, for the default: no field of the message is there to name in
+// a refusal.
+func (req *relayRequest) timeout() *float64 {
+	if t := req.Metadata.Timeout; t != nil && *t > 0 {
+		return t
+	}
+	return nil
+}
+
+// validate checks an execute_request; what it refuses is answered in the
+// execute_reply.
+func (req *relayRequest) validate(b bounds) error {
+	if err := checkTimeout(req.timeout(), b); err != nil {
+		return err
+	}
+	return contexts.ValidateEnv(req.Metadata.Env)
+}
+
 // handleRelay serves a context over a websocket in the JSON form of the
 // Jupyter messaging protocol, as a Jupyter server's kernel channels do, so
 // notebook-like clients can drive it. Executions go through the same queue,
@@ -237,19 +256,20 @@ func (rl *relay) execute(ctx context.Context, req relayRequest) {
 	rl.status(ctx, parent, "busy")
 	defer rl.status(ctx, parent, "idle")
 
-	xreq := contexts.ExecuteRequest{Env: req.Metadata.Env}
+	xreq := contexts.ExecuteRequest{Env: req.Metadata.Env, Timeout: duration(req.timeout())}
 	if req.Content.Code != nil {
 		xreq.Code = *req.Content.Code
 	}
-	if t, err := parseTimeout(req.Metadata.Timeout); err == nil {
-		xreq.Timeout = t // else the default: a bad one has no field to be named in
+	var e contexts.Execution
+	err := req.validate(rl.svc)
+	if err == nil {
+		e, err = executeStreaming(ctx, rl.svc, rl.id, xreq, func(ev kernel.Event) error {
+			if m, ok := iopubMessage(parent, ev); ok {
+				return rl.send(ctx, m)
+			}
+			return nil
+		}, nil)
 	}
-	e, err := executeStreaming(ctx, rl.svc, rl.id, xreq, func(ev kernel.Event) error {
-		if m, ok := iopubMessage(parent, ev); ok {
-			return rl.send(ctx, m)
-		}
-		return nil
-	}, nil)
 	switch {
 	case errors.Is(err, errSlowClient):
 		rl.log.Warn("cut off a websocket client", "context_id", rl.id, "error", err)

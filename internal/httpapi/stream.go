@@ -107,19 +107,42 @@ func eventSize(e kernel.Event) int {
 	return n
 }
 
-// sseWriter writes Server-Sent Events. Each write must be done within
+// sseWriter writes one Server-Sent Events response: its headers, its
+// events and keep-alive comments. Each write must be done within
 // writeWait, so that a client that stops reading is cut off rather than
-// holding its handler, and what the handler holds, forever.
+// holding its handler, and what the handler holds, forever. The headers go
+// with the first write: until then the handler can still answer with a
+// plain error and its status.
 type sseWriter struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	started bool
 }
 
-func newSSEWriter(w http.ResponseWriter) sseWriter {
-	return sseWriter{w: w, rc: http.NewResponseController(w)}
+func newSSEWriter(w http.ResponseWriter) *sseWriter {
+	return &sseWriter{w: w, rc: http.NewResponseController(w)}
 }
 
-func (s sseWriter) send(event string, data any) error {
+// start answers 200 with the headers of an event stream, once, and flushes
+// them: the client learns that its stream began before any event.
+func (s *sseWriter) start() error {
+	if s.started {
+		return nil
+	}
+	s.started = true
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // or proxies such as nginx hold events back
+	s.w.WriteHeader(http.StatusOK)
+	s.rc.SetWriteDeadline(time.Now().Add(writeWait))
+	return s.rc.Flush()
+}
+
+func (s *sseWriter) send(event string, data any) error {
+	if err := s.start(); err != nil {
+		return err
+	}
 	b, _ := json.Marshal(data)
 	s.rc.SetWriteDeadline(time.Now().Add(writeWait))
 	// Written in pieces: a result can be megabytes, not worth copying again.
@@ -132,7 +155,10 @@ func (s sseWriter) send(event string, data any) error {
 }
 
 // keepAlive sends a comment, which clients ignore.
-func (s sseWriter) keepAlive() error {
+func (s *sseWriter) keepAlive() error {
+	if err := s.start(); err != nil {
+		return err
+	}
 	s.rc.SetWriteDeadline(time.Now().Add(writeWait))
 	if _, err := io.WriteString(s.w, ": keep-alive\n\n"); err != nil {
 		return err
@@ -140,23 +166,28 @@ func (s sseWriter) keepAlive() error {
 	return s.rc.Flush()
 }
 
-// start answers 200 with the headers of an event stream.
-func (s sseWriter) start() {
-	h := s.w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // or proxies such as nginx hold events back
-	s.w.WriteHeader(http.StatusOK)
-}
-
-func (s sseWriter) flush() error {
-	s.rc.SetWriteDeadline(time.Now().Add(writeWait))
-	return s.rc.Flush()
-}
-
 // done clears the write deadline: net/http keeps it for the connection's
 // next request.
-func (s sseWriter) done() { s.rc.SetWriteDeadline(time.Time{}) }
+func (s *sseWriter) done() { s.rc.SetWriteDeadline(time.Time{}) }
+
+// finish ends a stream of output: with an end event holding summary, or,
+// when the run failed with err, a failure event with its error body, or a
+// plain error response when the stream has not started. A client that was
+// cut off, or went away, is told nothing more.
+func (s *sseWriter) finish(r *http.Request, log *slog.Logger, id string, summary any, err error) {
+	switch {
+	case errors.Is(err, errSlowClient) || errors.Is(err, errWrite):
+		log.Warn("cut off a streaming client", "context_id", id, "error", err)
+	case err != nil && !s.started:
+		writeError(s.w, r, log, err)
+	case err != nil && r.Context().Err() != nil:
+		// The client went away: nobody to tell.
+	case err != nil:
+		s.send("failure", errorBody(r, log, err))
+	default:
+		s.send("end", summary)
+	}
+}
 
 type textEvent struct {
 	Text string `json:"text"`
@@ -181,89 +212,110 @@ func streamExecute(w http.ResponseWriter, r *http.Request, log *slog.Logger, svc
 	}
 	sse := newSSEWriter(w)
 	defer sse.done()
-	sse.start()
-	if sse.flush() != nil {
+	if sse.start() != nil {
 		return
 	}
 	e, err := executeStreaming(r.Context(), svc, id, req, func(ev kernel.Event) error { return sendEvent(sse, ev) }, sse.keepAlive)
-	switch {
-	case errors.Is(err, errSlowClient) || errors.Is(err, errWrite):
-		log.Warn("cut off a streaming client", "context_id", id, "error", err)
-	case err != nil:
-		sse.send("failure", errorBody(r, log, err))
-	default:
-		sse.send("end", newExecuteResponse(e))
-	}
+	sse.finish(r, log, id, newExecuteResponse(e), err)
 }
 
 // errWrite marks a failure to write to the client.
 var errWrite = errors.New("write to the client")
 
-// executeStreaming runs req and calls emit with each piece of output as it
-// arrives, and idle every keepAlive while none does, both from the calling
-// goroutine: the kernel's reader, which delivers output, must never wait
-// for a slow client. When emit or idle fails, or the client falls
-// maxQueued behind, the execution is interrupted, as when the client goes
-// away, and executeStreaming returns an error wrapping errWrite or
-// errSlowClient once it has stopped.
+// executeStreaming runs req through streamOutput.
 func executeStreaming(ctx context.Context, svc contextService, id string, req contexts.ExecuteRequest, emit func(kernel.Event) error, idle func() error) (contexts.Execution, error) {
+	return streamOutput(ctx, func(ctx context.Context, push func(kernel.Event)) (contexts.Execution, error) {
+		req.OnEvent = push
+		return svc.Execute(ctx, id, req)
+	}, emit, idle)
+}
+
+// streamOutput calls run, which pushes output as it goes, in a goroutine
+// of its own, and calls emit with each piece of output as it arrives, and
+// idle every keepAlive, both from the calling goroutine: the kernel's
+// reader, which delivers output, must never wait for a slow client. When
+// emit or idle fails, or the client falls maxQueued behind, run's ctx ends,
+// which stops it as when the client goes away, and streamOutput returns an
+// error wrapping errWrite or errSlowClient once run has returned.
+func streamOutput[T any](ctx context.Context, run func(ctx context.Context, push func(kernel.Event)) (T, error), emit func(kernel.Event) error, idle func() error) (T, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	q := newEventQueue(cancel)
-	req.OnEvent = q.push
-	type outcome struct {
-		e   contexts.Execution
-		err error
-	}
-	done := make(chan outcome, 1)
+	var (
+		res    T
+		runErr error
+	)
+	finished := make(chan struct{})
 	go func() {
-		e, err := svc.Execute(ctx, id, req)
-		done <- outcome{e, err}
+		defer close(finished)
+		res, runErr = run(ctx, q.push)
 	}()
-	var failed error
-	send := func() {
+	send := func(struct{}) error {
 		events, err := q.take()
+		if err != nil {
+			return err
+		}
 		for _, ev := range events {
-			if err == nil {
-				if werr := emit(ev); werr != nil {
-					err = fmt.Errorf("%w: %v", errWrite, werr)
-				}
+			if err := emit(ev); err != nil {
+				return fmt.Errorf("%w: %v", errWrite, err)
 			}
 		}
-		if err != nil && failed == nil {
-			failed = err
-			cancel()
+		return nil
+	}
+	var ping func() error
+	if idle != nil {
+		ping = func() error {
+			if err := idle(); err != nil {
+				return fmt.Errorf("%w: %v", errWrite, err)
+			}
+			return nil
 		}
 	}
+	failed := pump(q.ready, finished, send, ping)
+	if failed == nil {
+		failed = send(struct{}{}) // what came with the end
+	}
+	if failed != nil {
+		cancel()
+	}
+	<-finished
+	if failed != nil {
+		return res, failed
+	}
+	return res, runErr
+}
 
-	tick := time.NewTicker(keepAlive)
-	defer tick.Stop()
+// pump is the loop of every stream: it calls emit with each value from in,
+// and idle, when not nil, every keepAlive, until in or stop is closed, or
+// emit or idle fails, whose error it returns. Writing only from here keeps
+// one writer per response.
+func pump[T any](in <-chan T, stop <-chan struct{}, emit func(T) error, idle func() error) error {
+	var tick <-chan time.Time
+	if idle != nil {
+		t := time.NewTicker(keepAlive)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
+		var err error
 		select {
-		case <-q.ready:
-			if failed == nil {
-				send()
+		case v, ok := <-in:
+			if !ok {
+				return nil
 			}
-		case <-tick.C:
-			if idle != nil && failed == nil {
-				if err := idle(); err != nil {
-					failed = fmt.Errorf("%w: %v", errWrite, err)
-					cancel()
-				}
-			}
-		case o := <-done:
-			if failed == nil {
-				send()
-			}
-			if failed != nil {
-				return o.e, failed
-			}
-			return o.e, o.err
+			err = emit(v)
+		case <-tick:
+			err = idle()
+		case <-stop:
+			return nil
+		}
+		if err != nil {
+			return err
 		}
 	}
 }
 
-func sendEvent(sse sseWriter, ev kernel.Event) error {
+func sendEvent(sse *sseWriter, ev kernel.Event) error {
 	switch ev.Type {
 	case "stdout", "stderr":
 		return sse.send(ev.Type, textEvent{Text: ev.Text})
