@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/bound"
 )
 
 // CommandRequest asks to run a shell command in a context. A zero Timeout
@@ -98,7 +100,7 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 	out.close()
 	// Every command that started is recorded, those that failed to run too.
 	entry := Entry{Kind: KindCommand, StartedAt: start.UTC(), Duration: took, Command: req.Command, ExitCode: code,
-		Stdout: out.stdout.String(), Stderr: out.stderr.String(), Truncated: out.stdout.cut || out.stderr.cut}
+		Stdout: out.stdout.String(), Stderr: out.stderr.String(), Truncated: out.stdout.Truncated() || out.stderr.Truncated()}
 	defer func() { m.record(s, entry) }()
 	if err != nil {
 		entry.ExitCode = exitKilled
@@ -120,7 +122,7 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 		Stderr:    out.stderr.String(),
 		ExitCode:  code,
 		Duration:  took,
-		Truncated: out.stdout.cut || out.stderr.cut,
+		Truncated: out.stdout.Truncated() || out.stderr.Truncated(),
 		TimedOut:  (code == exitTimedOut || code == exitKilled) && took >= timeout,
 	}
 	entry.Success, entry.ExitCode = code == 0, code
@@ -149,8 +151,8 @@ func envList(env map[string]string) []string {
 // command's.
 type commandOutput struct {
 	mu             sync.Mutex
-	stdout, stderr *textCapture
-	early          *cappedBuffer // stderr before the NUL
+	stdout, stderr *bound.Text
+	early          *bound.Buffer // stderr before the NUL
 	marked         bool
 }
 
@@ -162,9 +164,9 @@ func newCommandOutput(limit int, onOutput func(stream, text string)) *commandOut
 		return func(text string) { onOutput(stream, text) }
 	}
 	return &commandOutput{
-		stdout: &textCapture{limit: limit, emit: emit("stdout")},
-		stderr: &textCapture{limit: limit, emit: emit("stderr")},
-		early:  &cappedBuffer{max: max(limit, 64<<10)},
+		stdout: bound.NewText(bound.NewBudget(limit), emit("stdout")),
+		stderr: bound.NewText(bound.NewBudget(limit), emit("stderr")),
+		early:  bound.NewBuffer(max(limit, 64<<10)),
 	}
 }
 
@@ -211,8 +213,8 @@ func (o *commandOutput) stderrWriter() io.Writer {
 func (o *commandOutput) close() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.stdout.close()
-	o.stderr.close()
+	o.stdout.Close()
+	o.stderr.Close()
 }
 
 type writerFunc func(p []byte) (int, error)

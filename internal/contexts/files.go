@@ -1,7 +1,6 @@
 package contexts
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,8 +10,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/bound"
 )
 
 // FileInfo describes a file or directory in a context.
@@ -182,7 +182,7 @@ func cleanCwd(cwd, workDir string) (string, error) {
 }
 
 // fileError turns a failure of fileScript into the error a client sees.
-func fileError(code int, rel string, stderr *cappedBuffer) error {
+func fileError(code int, rel string, stderr *bound.Buffer) error {
 	msg := strings.TrimSpace(stderr.String())
 	cause := fmt.Errorf("file operation exited with %d: %s", code, msg)
 	e := func(c, format string, args ...any) error {
@@ -259,7 +259,7 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 	workDir := s.info.WorkingDir
 
 	in := &countingReader{r: body}
-	out, stderr := &cappedBuffer{max: 64 << 10}, &cappedBuffer{max: 64 << 10}
+	out, stderr := bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
 	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("write", workDir, rel), User: ContextUser, Stdin: in, Stdout: out, Stderr: stderr})
 	tmp, rest, haveTmp := strings.Cut(out.String(), "\x00")
 	abort := func() {
@@ -289,7 +289,7 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 		return FileInfo{}, fmt.Errorf("write %s in %s: %d bytes read, %q written", rel, id, in.n, rest)
 	}
 
-	out, stderr = &cappedBuffer{max: 64 << 10}, &cappedBuffer{max: 64 << 10}
+	out, stderr = bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
 	code, err = m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("commit", workDir, rel, tmp), User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:
@@ -332,8 +332,8 @@ func (m *Manager) OpenFile(ctx context.Context, id, p string) (FileInfo, io.Read
 	ctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
 	header := make(chan string, 1)
-	out := &HeadWriter{W: pw, Max: 4096, OnHead: func(h []byte) { header <- string(h) }}
-	stderr := &cappedBuffer{max: 64 << 10}
+	out := &bound.HeadWriter{W: pw, Max: 4096, OnHead: func(h []byte) { header <- string(h) }}
+	stderr := bound.NewBuffer(64 << 10)
 	done := make(chan struct{})
 	var execErr error
 	go func() {
@@ -388,6 +388,9 @@ func (r *execReader) Close() error {
 	return nil
 }
 
+// maxListing bounds the listing of a directory, in bytes.
+const maxListing = 64 << 20
+
 // ListFiles lists the directory dir, relative to the context's working
 // dir ("" is the working dir itself), sorted by name. It does not descend
 // into subdirectories; symlinks are described by what they point to.
@@ -403,15 +406,15 @@ func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, er
 		return nil, err
 	}
 	defer s.touch()
-	out, stderr := &cappedBuffer{max: 64 << 20}, &cappedBuffer{max: 64 << 10}
+	out, stderr := bound.NewBuffer(maxListing), bound.NewBuffer(64<<10)
 	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("list", s.info.WorkingDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:
 		return nil, err
 	case code != 0:
 		return nil, fileError(code, rel, stderr)
-	case out.cut:
-		return nil, fmt.Errorf("list %s in %s: the listing is over %d bytes", rel, id, out.max)
+	case out.Truncated():
+		return nil, fmt.Errorf("list %s in %s: the listing is over %d bytes", rel, id, maxListing)
 	}
 	files := []FileInfo{}
 	for _, rec := range strings.Split(out.String(), "\x00") {
@@ -449,7 +452,7 @@ func (m *Manager) DeleteFile(ctx context.Context, id, p string) error {
 		return err
 	}
 	defer s.touch()
-	stderr := &cappedBuffer{max: 64 << 10}
+	stderr := bound.NewBuffer(64 << 10)
 	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("delete", s.info.WorkingDir, rel), User: ContextUser, Stderr: stderr})
 	switch {
 	case err != nil:
@@ -505,31 +508,4 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		c.err = err
 	}
 	return n, err
-}
-
-// cappedBuffer keeps the first max bytes written to it and drops the
-// rest, so that a process cannot make the daemon hold more.
-type cappedBuffer struct {
-	mu  sync.Mutex
-	b   bytes.Buffer
-	max int
-	cut bool
-}
-
-func (c *cappedBuffer) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if room := c.max - c.b.Len(); len(p) > room {
-		c.b.Write(p[:max(room, 0)])
-		c.cut = true
-		return len(p), nil
-	}
-	c.b.Write(p)
-	return len(p), nil
-}
-
-func (c *cappedBuffer) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
 }

@@ -83,46 +83,6 @@ func TestParseEntry(t *testing.T) {
 	}
 }
 
-func TestTextCapture(t *testing.T) {
-	t.Run("runes split across writes are kept whole", func(t *testing.T) {
-		var emitted []string
-		c := &textCapture{emit: func(s string) { emitted = append(emitted, s) }}
-		for _, w := range []string{"a\xc3", "\xa9b\xe2\x82", "\xac", "\xf0\x9f", "\x98\x80"} {
-			c.Write([]byte(w))
-		}
-		c.close()
-		if c.String() != "aéb€😀" {
-			t.Errorf("text %q", c.String())
-		}
-		if strings.Join(emitted, "|") != "a|éb|€|😀" {
-			t.Errorf("emitted %q", emitted)
-		}
-	})
-	t.Run("invalid bytes become U+FFFD", func(t *testing.T) {
-		c := &textCapture{}
-		c.Write([]byte("bad \xff\xfe ok \xe2\x82A"))
-		c.Write([]byte("end \xe2"))
-		c.close()
-		if want := "bad \uFFFD\uFFFD ok \uFFFD\uFFFDAend \uFFFD"; c.String() != want {
-			t.Errorf("text %q, want %q", c.String(), want)
-		}
-	})
-	t.Run("the cap cuts on a rune boundary and marks it", func(t *testing.T) {
-		var emitted []string
-		c := &textCapture{limit: 6, emit: func(s string) { emitted = append(emitted, s) }}
-		c.Write([]byte("abcé")) // 5 bytes: fits
-		c.Write([]byte("éé"))   // the first é would end at byte 7: cut before it
-		c.Write([]byte("more"))
-		c.close()
-		if want := "abcé" + truncatedMarker; !c.cut || c.String() != want {
-			t.Errorf("cut %v, text %q, want %q", c.cut, c.String(), want)
-		}
-		if strings.Join(emitted, "|") != "abcé|"+truncatedMarker {
-			t.Errorf("emitted %q", emitted)
-		}
-	})
-}
-
 func TestCommandOutputMarker(t *testing.T) {
 	t.Run("stderr before the marker is the script's", func(t *testing.T) {
 		o := newCommandOutput(0, nil)
