@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/bound"
+	"github.com/sandboxd/sandboxd/internal/fileproto"
 )
 
 // CommandRequest asks to run a shell command in a context. A zero Timeout
@@ -88,7 +89,7 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 	maps.Copy(env, req.Env)
 
 	out := newCommandOutput(m.cfg.MaxOutput, req.OnOutput)
-	cmd := fileCommand("run", workDir, cwd,
+	cmd := fileproto.Command(fileproto.OpRun, workDir, cwd,
 		"timeout", "--kill-after="+seconds(commandKillAge), seconds(timeout), "bash", "-c", req.Command)
 	// The daemon's own deadline, for a container too stuck to kill.
 	dctx, cancel := context.WithTimeout(ctx, timeout+commandKillAge+5*time.Second)
@@ -143,12 +144,11 @@ func envList(env map[string]string) []string {
 	return list
 }
 
-// commandOutput collects a command's stdout and stderr. fileScript writes
-// a NUL to stdout once cwd has passed its checks, just before the command
-// starts: what stderr holds before it
-// is fileScript's complaint, unless the NUL comes after all (the engine
-// does not keep the order of the two streams), in which case it is the
-// command's.
+// commandOutput collects a command's stdout and stderr. The file
+// protocol's run writes a NUL to stdout once cwd has passed its checks,
+// just before the command starts: what stderr holds before it is the
+// protocol's complaint, unless the NUL comes after all (the engine does not
+// keep the order of the two streams), in which case it is the command's.
 type commandOutput struct {
 	mu             sync.Mutex
 	stdout, stderr *bound.Text

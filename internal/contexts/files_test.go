@@ -3,7 +3,6 @@ package contexts
 import (
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestCleanPath(t *testing.T) {
@@ -62,23 +61,6 @@ func TestCleanCwd(t *testing.T) {
 			t.Errorf("cleanCwd(%q, %q) = %q, %v; want INVALID_PATH", tt.in, tt.workDir, got, err)
 		case !tt.bad && (err != nil || got != tt.want):
 			t.Errorf("cleanCwd(%q, %q) = %q, %v; want %q", tt.in, tt.workDir, got, err, tt.want)
-		}
-	}
-}
-
-func TestParseEntry(t *testing.T) {
-	f, err := parseEntry("f/1234/644/1736937000.1234567890", "data/a.csv")
-	want := FileInfo{Name: "a.csv", Path: "data/a.csv", Size: 1234, Mode: 0o644, ModTime: time.Unix(1736937000, 123456789).UTC()}
-	if err != nil || f != want {
-		t.Errorf("parseEntry = %+v, %v; want %+v", f, err, want)
-	}
-	f, err = parseEntry("d/4096/4755/1736937000", "bin")
-	if err != nil || !f.IsDir || f.Mode != 0o4755 || !f.ModTime.Equal(time.Unix(1736937000, 0)) {
-		t.Errorf("parseEntry of a directory = %+v, %v", f, err)
-	}
-	for _, bad := range []string{"", "f/1/644", "f/x/644/1", "f/1/9/1", "f/1/644/x"} {
-		if _, err := parseEntry(bad, "a"); err == nil {
-			t.Errorf("parseEntry(%q) did not fail", bad)
 		}
 	}
 }
