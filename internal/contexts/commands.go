@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/bound"
+	"github.com/sandboxd/sandboxd/internal/fileproto"
 )
 
 // CommandRequest asks to run a shell command in a context. A zero Timeout
@@ -78,7 +81,7 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 	maps.Copy(env, req.Env)
 
 	out := newCommandOutput(m.cfg.MaxOutput, req.OnOutput)
-	cmd := fileCommand("run", workDir, cwd,
+	cmd := fileproto.Command(fileproto.OpRun, workDir, cwd,
 		"timeout", "--kill-after="+seconds(commandKillAge), seconds(timeout), "bash", "-c", req.Command)
 	// The daemon's own deadline, for a container too stuck to kill.
 	dctx, cancel := context.WithTimeout(ctx, timeout+commandKillAge+5*time.Second)
@@ -90,7 +93,7 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 	out.close()
 	// Every command that started is recorded, those that failed to run too.
 	entry := Entry{Kind: KindCommand, StartedAt: start.UTC(), Duration: took, Command: req.Command, ExitCode: code,
-		Stdout: out.stdout.String(), Stderr: out.stderr.String(), Truncated: out.stdout.cut || out.stderr.cut}
+		Stdout: out.stdout.String(), Stderr: out.stderr.String(), Truncated: out.stdout.Truncated() || out.stderr.Truncated()}
 	defer func() { m.record(s, entry) }()
 	if err != nil {
 		entry.ExitCode = exitKilled
@@ -112,7 +115,7 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 		Stderr:    out.stderr.String(),
 		ExitCode:  code,
 		Duration:  took,
-		Truncated: out.stdout.cut || out.stderr.cut,
+		Truncated: out.stdout.Truncated() || out.stderr.Truncated(),
 		TimedOut:  (code == exitTimedOut || code == exitKilled) && took >= timeout,
 	}
 	entry.Success, entry.ExitCode = code == 0, code
@@ -133,16 +136,15 @@ func envList(env map[string]string) []string {
 	return list
 }
 
-// commandOutput collects a command's stdout and stderr. fileScript writes
-// a NUL to stdout once cwd has passed its checks, just before the command
-// starts: what stderr holds before it
-// is fileScript's complaint, unless the NUL comes after all (the engine
-// does not keep the order of the two streams), in which case it is the
-// command's.
+// commandOutput collects a command's stdout and stderr. The file
+// protocol's run writes a NUL to stdout once cwd has passed its checks,
+// just before the command starts: what stderr holds before it is the
+// protocol's complaint, unless the NUL comes after all (the engine does not
+// keep the order of the two streams), in which case it is the command's.
 type commandOutput struct {
 	mu             sync.Mutex
-	stdout, stderr *textCapture
-	early          *cappedBuffer // stderr before the NUL
+	stdout, stderr *bound.Text
+	early          *bound.Buffer // stderr before the NUL
 	marked         bool
 }
 
@@ -154,9 +156,9 @@ func newCommandOutput(limit int, onOutput func(stream, text string)) *commandOut
 		return func(text string) { onOutput(stream, text) }
 	}
 	return &commandOutput{
-		stdout: &textCapture{limit: limit, emit: emit("stdout")},
-		stderr: &textCapture{limit: limit, emit: emit("stderr")},
-		early:  &cappedBuffer{max: max(limit, 64<<10)},
+		stdout: bound.NewText(bound.NewBudget(limit), emit("stdout")),
+		stderr: bound.NewText(bound.NewBudget(limit), emit("stderr")),
+		early:  bound.NewBuffer(max(limit, 64<<10)),
 	}
 }
 
@@ -203,8 +205,8 @@ func (o *commandOutput) stderrWriter() io.Writer {
 func (o *commandOutput) close() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.stdout.close()
-	o.stderr.close()
+	o.stdout.Close()
+	o.stderr.Close()
 }
 
 type writerFunc func(p []byte) (int, error)

@@ -1,7 +1,6 @@
 package contexts
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,10 +8,11 @@ import (
 	"path"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/bound"
+	"github.com/sandboxd/sandboxd/internal/fileproto"
 )
 
 // FileInfo describes a file or directory in a context.
@@ -26,120 +26,6 @@ type FileInfo struct {
 	Mode    uint32
 	ModTime time.Time
 	IsDir   bool
-}
-
-// fileScript does what the file operations need inside a context's
-// container, as the context's user, so that the kernel's permissions hold
-// and symlinks resolve as the kernel sees them. It is run as
-//
-//	sh -c fileScript sandboxd OP WORKDIR PATH [ARG...]
-//
-// with PATH relative to WORKDIR and already checked by cleanPath. What it
-// reports goes to stdout, fields separated by / (which no file name holds)
-// and records ended by NUL (which no path holds). It fails with one of the
-// exit codes below; the message on stderr is for the daemon's log.
-//
-// The checks are not a security boundary: the user could race them, but
-// gains nothing, as everything runs with the rights its code has anyway.
-// They keep clients from reaching outside the working dir by accident.
-const fileScript = `set -u
-fail() { printf '%s\n' "$2" >&2; exit "$1"; }
-root=$(realpath -e -- "$2" 2>/dev/null) || fail 15 "the working dir $2 does not exist"
-inside() { case "$1" in "$root"|"$root"/*) return 0;; esac; return 1; }
-resolve() {
-	t=$(realpath -m -- "$root/$1") || fail 1 "cannot resolve $1"
-	inside "$t" || fail 10 "$1 resolves to $t"
-}
-entry() { find -L "$1" -maxdepth 0 -printf '%y/%s/%m/%T@'; }
-op=$1
-shift 2
-case $op in
-read)
-	resolve "$1"
-	[ -e "$t" ] || fail 11 "$t does not exist"
-	[ -d "$t" ] && fail 12 "$t is a directory"
-	# A FIFO would block the open, a device or socket never end.
-	[ -f "$t" ] || fail 17 "$t is not a regular file"
-	[ -r "$t" ] || fail 14 "$t is not readable"
-	e=$(entry "$t") || fail 1 "cannot stat $t"
-	size=${e#*/}
-	printf '%s\000' "$e"
-	# Non-blocking, should the file have become a FIFO since the check:
-	# the open then does not wait for a writer.
-	exec dd if="$t" iflag=nonblock,count_bytes count="${size%%/*}" bs=128K status=none
-	;;
-write)
-	resolve "$1"
-	[ "$t" = "$root" ] && fail 12 "$t is the working dir"
-	[ -d "$t" ] && fail 12 "$t is a directory"
-	d=${t%/*}
-	err=$(mkdir -p -- "$d" 2>&1) || case $err in
-		*"Not a directory"*) fail 13 "$err" ;;
-		*) fail 14 "$err" ;;
-	esac
-	tmp=$(mktemp "$d/.sandboxd-upload.XXXXXX") || fail 14 "cannot write in $d"
-	printf '%s\000' "$tmp"
-	cat >"$tmp" || { rm -f -- "$tmp"; fail 16 "cannot write $tmp"; }
-	# Not stat: gVisor's statx refuses the flags coreutils passes.
-	find "$tmp" -maxdepth 0 -printf '%s'
-	;;
-commit)
-	resolve "$1"
-	tmp=$2
-	if [ -e "$t" ]; then chmod --reference="$t" -- "$tmp"; else chmod 0644 -- "$tmp"; fi
-	# On failure the daemon removes $tmp (abort), whatever failed.
-	mv -fT -- "$tmp" "$t" || fail 12 "cannot replace $t"
-	entry "$t"
-	;;
-abort)
-	rm -f -- "$2"
-	;;
-list)
-	resolve "$1"
-	[ -e "$t" ] || fail 11 "$t does not exist"
-	[ -d "$t" ] || fail 13 "$t is not a directory"
-	[ -r "$t" ] && [ -x "$t" ] || fail 14 "$t is not readable"
-	find -L "$t" -mindepth 1 -maxdepth 1 -printf '%y/%s/%m/%T@/%f\000' 2>/dev/null
-	exit 0
-	;;
-delete)
-	case $1 in */*) parent=${1%/*} ;; *) parent=. ;; esac
-	resolve "$parent"
-	t=$t/${1##*/}
-	[ -e "$t" ] || [ -L "$t" ] || fail 11 "$t does not exist"
-	rm -rf -- "$t" || fail 14 "cannot delete $t"
-	;;
-run)
-	resolve "$1"
-	[ -e "$t" ] || fail 11 "$t does not exist"
-	[ -d "$t" ] || fail 13 "$t is not a directory"
-	cd -- "$t" || fail 14 "cannot enter $t"
-	# The mark: what stderr holds from now on is the command's.
-	printf '\000'
-	shift
-	exec "$@"
-	;;
-*)
-	fail 1 "unknown operation $op"
-	;;
-esac
-`
-
-// Exit codes of fileScript.
-const (
-	exitOutside     = 10
-	exitNotFound    = 11
-	exitIsDir       = 12
-	exitNotDir      = 13
-	exitDenied      = 14
-	exitNoWorkDir   = 15
-	exitWriteFailed = 16
-	exitNotRegular  = 17
-)
-
-// fileCommand returns the command line that runs op of fileScript.
-func fileCommand(op, workDir string, args ...string) []string {
-	return append([]string{"sh", "-c", fileScript, "sandboxd", op, workDir}, args...)
 }
 
 // cleanPath checks a path given relative to a context's working dir and
@@ -181,27 +67,28 @@ func cleanCwd(cwd, workDir string) (string, error) {
 	return cleanPath(cwd)
 }
 
-// fileError turns a failure of fileScript into the error a client sees.
-func fileError(code int, rel string, stderr *cappedBuffer) error {
+// fileError turns a failure of the file protocol into the error a client
+// sees.
+func fileError(code int, rel string, stderr *bound.Buffer) error {
 	msg := strings.TrimSpace(stderr.String())
 	cause := fmt.Errorf("file operation exited with %d: %s", code, msg)
 	e := func(c, format string, args ...any) error {
 		return &Error{Code: c, Message: fmt.Sprintf(format, args...), Err: cause}
 	}
 	switch code {
-	case exitOutside:
+	case fileproto.ExitOutside:
 		return e(CodeInvalidPath, "path %q resolves outside the working dir", rel)
-	case exitNotFound:
+	case fileproto.ExitNotFound:
 		return e(CodeFileNotFound, "no such file: %s", rel)
-	case exitIsDir:
+	case fileproto.ExitIsDir:
 		return e(CodeInvalidPath, "path %q is a directory", rel)
-	case exitNotDir:
+	case fileproto.ExitNotDir:
 		return e(CodeInvalidPath, "path %q is not a directory", rel)
-	case exitNotRegular:
+	case fileproto.ExitNotRegular:
 		return e(CodeInvalidPath, "path %q is not a regular file: a FIFO, socket or device cannot be downloaded", rel)
-	case exitDenied:
+	case fileproto.ExitDenied:
 		return e(CodeInvalidPath, "path %q is not accessible to the context's user", rel)
-	case exitNoWorkDir:
+	case fileproto.ExitNoWorkDir:
 		return e(CodeFileNotFound, "the context's working dir no longer exists")
 	}
 	return cause
@@ -259,11 +146,11 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 	workDir := s.info.WorkingDir
 
 	in := &countingReader{r: body}
-	out, stderr := &cappedBuffer{max: 64 << 10}, &cappedBuffer{max: 64 << 10}
-	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("write", workDir, rel), User: ContextUser, Stdin: in, Stdout: out, Stderr: stderr})
-	tmp, rest, haveTmp := strings.Cut(out.String(), "\x00")
+	out, stderr := bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpWrite, workDir, rel), User: ContextUser, Stdin: in, Stdout: out, Stderr: stderr})
+	tmp, written, parseErr := fileproto.ParseWrite(out.String())
 	abort := func() {
-		if haveTmp {
+		if tmp != "" {
 			m.removeTemp(ctx, s, workDir, tmp)
 		}
 	}
@@ -274,7 +161,7 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 	case err != nil:
 		abort()
 		return FileInfo{}, err
-	case code == exitWriteFailed:
+	case code == fileproto.ExitWriteFailed:
 		msg := fmt.Sprintf("could not write %q: the context's disk is full, or the file is larger than a context may write", rel)
 		if strings.Contains(stderr.String(), "No space left") {
 			msg = fmt.Sprintf("could not write %q: the context's disk is full", rel)
@@ -284,13 +171,16 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 		abort()
 		return FileInfo{}, fileError(code, rel, stderr)
 	}
-	if written, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64); err != nil || written != in.n {
+	if parseErr == nil && written != in.n {
+		parseErr = fmt.Errorf("%d bytes read, %d written", in.n, written)
+	}
+	if parseErr != nil {
 		abort()
-		return FileInfo{}, fmt.Errorf("write %s in %s: %d bytes read, %q written", rel, id, in.n, rest)
+		return FileInfo{}, fmt.Errorf("write %s in %s: %w", rel, id, parseErr)
 	}
 
-	out, stderr = &cappedBuffer{max: 64 << 10}, &cappedBuffer{max: 64 << 10}
-	code, err = m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("commit", workDir, rel, tmp), User: ContextUser, Stdout: out, Stderr: stderr})
+	out, stderr = bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
+	code, err = m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpCommit, workDir, rel, tmp), User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:
 		abort()
@@ -301,14 +191,14 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 		abort()
 		return FileInfo{}, fileError(code, rel, stderr)
 	}
-	return parseEntry(out.String(), rel)
+	return describe(out.String(), rel)
 }
 
 // removeTemp removes an upload's temporary file, even when ctx has ended.
 func (m *Manager) removeTemp(ctx context.Context, s *sandbox, workDir, tmp string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if _, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("abort", workDir, ".", tmp), User: ContextUser}); err != nil {
+	if _, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpAbort, workDir, ".", tmp), User: ContextUser}); err != nil {
 		m.log.Warn("could not remove an upload's temporary file", "context_id", s.info.ID, "file", tmp, "error", err)
 	}
 }
@@ -332,14 +222,14 @@ func (m *Manager) OpenFile(ctx context.Context, id, p string) (FileInfo, io.Read
 	ctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
 	header := make(chan string, 1)
-	out := &HeadWriter{W: pw, Max: 4096, OnHead: func(h []byte) { header <- string(h) }}
-	stderr := &cappedBuffer{max: 64 << 10}
+	out := &bound.HeadWriter{W: pw, Max: 4096, OnHead: func(h []byte) { header <- string(h) }}
+	stderr := bound.NewBuffer(64 << 10)
 	done := make(chan struct{})
 	var execErr error
 	go func() {
 		defer close(done)
 		defer s.touch()
-		code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("read", s.info.WorkingDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
+		code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpRead, s.info.WorkingDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
 		_, seen := out.Head()
 		switch {
 		case err != nil:
@@ -363,7 +253,7 @@ func (m *Manager) OpenFile(ctx context.Context, id, p string) (FileInfo, io.Read
 			return FileInfo{}, nil, execErr
 		}
 	}
-	info, err := parseEntry(h, rel)
+	info, err := describe(h, rel)
 	if err != nil {
 		r.Close()
 		return FileInfo{}, nil, err
@@ -388,6 +278,9 @@ func (r *execReader) Close() error {
 	return nil
 }
 
+// maxListing bounds the listing of a directory, in bytes.
+const maxListing = 64 << 20
+
 // ListFiles lists the directory dir, relative to the context's working
 // dir ("" is the working dir itself), sorted by name. It does not descend
 // into subdirectories; symlinks are described by what they point to.
@@ -403,30 +296,23 @@ func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, er
 		return nil, err
 	}
 	defer s.touch()
-	out, stderr := &cappedBuffer{max: 64 << 20}, &cappedBuffer{max: 64 << 10}
-	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("list", s.info.WorkingDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
+	out, stderr := bound.NewBuffer(maxListing), bound.NewBuffer(64<<10)
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpList, s.info.WorkingDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:
 		return nil, err
 	case code != 0:
 		return nil, fileError(code, rel, stderr)
-	case out.cut:
-		return nil, fmt.Errorf("list %s in %s: the listing is over %d bytes", rel, id, out.max)
+	case out.Truncated():
+		return nil, fmt.Errorf("list %s in %s: the listing is over %d bytes", rel, id, maxListing)
+	}
+	entries, err := fileproto.ParseList(out.String())
+	if err != nil {
+		return nil, fmt.Errorf("list %s in %s: %w", rel, id, err)
 	}
 	files := []FileInfo{}
-	for _, rec := range strings.Split(out.String(), "\x00") {
-		if rec == "" {
-			continue
-		}
-		i := strings.LastIndexByte(rec, '/')
-		if i < 0 {
-			return nil, fmt.Errorf("list %s in %s: bad entry %q", rel, id, rec)
-		}
-		f, err := parseEntry(rec[:i], path.Join(rel, rec[i+1:]))
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, f)
+	for _, e := range entries {
+		files = append(files, fileInfo(path.Join(rel, e.Name), e.Info))
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
 	return files, nil
@@ -449,8 +335,8 @@ func (m *Manager) DeleteFile(ctx context.Context, id, p string) error {
 		return err
 	}
 	defer s.touch()
-	stderr := &cappedBuffer{max: 64 << 10}
-	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileCommand("delete", s.info.WorkingDir, rel), User: ContextUser, Stderr: stderr})
+	stderr := bound.NewBuffer(64 << 10)
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpDelete, s.info.WorkingDir, rel), User: ContextUser, Stderr: stderr})
 	switch {
 	case err != nil:
 		return err
@@ -460,33 +346,17 @@ func (m *Manager) DeleteFile(ctx context.Context, id, p string) error {
 	return nil
 }
 
-// parseEntry reads fileScript's description of a file, type/size/mode/mtime
-// as find prints %y/%s/%m/%T@, for the file at rel.
-func parseEntry(s, rel string) (FileInfo, error) {
-	f := strings.Split(s, "/")
-	if len(f) != 4 {
-		return FileInfo{}, fmt.Errorf("describe %s: bad entry %q", rel, s)
+// describe reads the file protocol's description of the file at rel.
+func describe(s, rel string) (FileInfo, error) {
+	info, err := fileproto.ParseInfo(s)
+	if err != nil {
+		return FileInfo{}, fmt.Errorf("describe %s: %w", rel, err)
 	}
-	size, err1 := strconv.ParseInt(f[1], 10, 64)
-	mode, err2 := strconv.ParseUint(f[2], 8, 32)
-	secs, frac, _ := strings.Cut(f[3], ".")
-	sec, err3 := strconv.ParseInt(secs, 10, 64)
-	var nsec int64
-	if frac != "" {
-		frac = (frac + "000000000")[:9]
-		nsec, _ = strconv.ParseInt(frac, 10, 64)
-	}
-	if err := errors.Join(err1, err2, err3); err != nil {
-		return FileInfo{}, fmt.Errorf("describe %s: bad entry %q: %w", rel, s, err)
-	}
-	return FileInfo{
-		Name:    path.Base(rel),
-		Path:    rel,
-		Size:    size,
-		Mode:    uint32(mode),
-		ModTime: time.Unix(sec, nsec).UTC(),
-		IsDir:   f[0] == "d",
-	}, nil
+	return fileInfo(rel, info), nil
+}
+
+func fileInfo(rel string, i fileproto.Info) FileInfo {
+	return FileInfo{Name: path.Base(rel), Path: rel, Size: i.Size, Mode: i.Mode, ModTime: i.ModTime, IsDir: i.IsDir}
 }
 
 // countingReader counts the bytes read through it and keeps the first
@@ -505,31 +375,4 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		c.err = err
 	}
 	return n, err
-}
-
-// cappedBuffer keeps the first max bytes written to it and drops the
-// rest, so that a process cannot make the daemon hold more.
-type cappedBuffer struct {
-	mu  sync.Mutex
-	b   bytes.Buffer
-	max int
-	cut bool
-}
-
-func (c *cappedBuffer) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if room := c.max - c.b.Len(); len(p) > room {
-		c.b.Write(p[:max(room, 0)])
-		c.cut = true
-		return len(p), nil
-	}
-	c.b.Write(p)
-	return len(p), nil
-}
-
-func (c *cappedBuffer) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
 }

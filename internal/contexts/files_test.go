@@ -3,7 +3,6 @@ package contexts
 import (
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestCleanPath(t *testing.T) {
@@ -64,63 +63,6 @@ func TestCleanCwd(t *testing.T) {
 			t.Errorf("cleanCwd(%q, %q) = %q, %v; want %q", tt.in, tt.workDir, got, err, tt.want)
 		}
 	}
-}
-
-func TestParseEntry(t *testing.T) {
-	f, err := parseEntry("f/1234/644/1736937000.1234567890", "data/a.csv")
-	want := FileInfo{Name: "a.csv", Path: "data/a.csv", Size: 1234, Mode: 0o644, ModTime: time.Unix(1736937000, 123456789).UTC()}
-	if err != nil || f != want {
-		t.Errorf("parseEntry = %+v, %v; want %+v", f, err, want)
-	}
-	f, err = parseEntry("d/4096/4755/1736937000", "bin")
-	if err != nil || !f.IsDir || f.Mode != 0o4755 || !f.ModTime.Equal(time.Unix(1736937000, 0)) {
-		t.Errorf("parseEntry of a directory = %+v, %v", f, err)
-	}
-	for _, bad := range []string{"", "f/1/644", "f/x/644/1", "f/1/9/1", "f/1/644/x"} {
-		if _, err := parseEntry(bad, "a"); err == nil {
-			t.Errorf("parseEntry(%q) did not fail", bad)
-		}
-	}
-}
-
-func TestTextCapture(t *testing.T) {
-	t.Run("runes split across writes are kept whole", func(t *testing.T) {
-		var emitted []string
-		c := &textCapture{emit: func(s string) { emitted = append(emitted, s) }}
-		for _, w := range []string{"a\xc3", "\xa9b\xe2\x82", "\xac", "\xf0\x9f", "\x98\x80"} {
-			c.Write([]byte(w))
-		}
-		c.close()
-		if c.String() != "aéb€😀" {
-			t.Errorf("text %q", c.String())
-		}
-		if strings.Join(emitted, "|") != "a|éb|€|😀" {
-			t.Errorf("emitted %q", emitted)
-		}
-	})
-	t.Run("invalid bytes become U+FFFD", func(t *testing.T) {
-		c := &textCapture{}
-		c.Write([]byte("bad \xff\xfe ok \xe2\x82A"))
-		c.Write([]byte("end \xe2"))
-		c.close()
-		if want := "bad \uFFFD\uFFFD ok \uFFFD\uFFFDAend \uFFFD"; c.String() != want {
-			t.Errorf("text %q, want %q", c.String(), want)
-		}
-	})
-	t.Run("the cap cuts on a rune boundary and marks it", func(t *testing.T) {
-		var emitted []string
-		c := &textCapture{limit: 6, emit: func(s string) { emitted = append(emitted, s) }}
-		c.Write([]byte("abcé")) // 5 bytes: fits
-		c.Write([]byte("éé"))   // the first é would end at byte 7: cut before it
-		c.Write([]byte("more"))
-		c.close()
-		if want := "abcé" + truncatedMarker; !c.cut || c.String() != want {
-			t.Errorf("cut %v, text %q, want %q", c.cut, c.String(), want)
-		}
-		if strings.Join(emitted, "|") != "abcé|"+truncatedMarker {
-			t.Errorf("emitted %q", emitted)
-		}
-	})
 }
 
 func TestCommandOutputMarker(t *testing.T) {

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
+	"github.com/sandboxd/sandboxd/internal/bound"
 	"github.com/sandboxd/sandboxd/internal/kernel"
 )
 
@@ -96,12 +96,9 @@ func (e *Entry) fit(limit int) {
 		if over <= 0 {
 			break
 		}
-		keep := max(len(*s)-over, 0)
-		for keep > 0 && keep < len(*s) && !utf8.RuneStart((*s)[keep]) {
-			keep--
-		}
-		over -= len(*s) - keep
-		*s = strings.Clone((*s)[:keep])
+		kept := bound.Prefix(*s, len(*s)-over)
+		over -= len(*s) - len(kept)
+		*s = strings.Clone(kept)
 	}
 }
 

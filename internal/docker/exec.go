@@ -13,6 +13,7 @@ import (
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
 
+	"github.com/sandboxd/sandboxd/internal/bound"
 	"github.com/sandboxd/sandboxd/internal/contexts"
 )
 
@@ -34,7 +35,7 @@ const killGroup = `kill -KILL -"$1" 2>/dev/null || kill -KILL "$1"`
 // process still runs (ctx ended, its output could not be passed on), the
 // process and its process group are killed before Exec returns.
 func (r *Runtime) Exec(ctx context.Context, inst contexts.Instance, spec contexts.ExecSpec) (int, error) {
-	out := &contexts.HeadWriter{W: orDiscard(spec.Stdout), Max: 20}
+	out := &bound.HeadWriter{W: orDiscard(spec.Stdout), Max: 20}
 	raw := spec
 	raw.Cmd = append([]string{"sh", "-c", execPreamble, "sandboxd-exec"}, spec.Cmd...)
 	raw.Stdout = out

@@ -5,7 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"unicode/utf8"
+
+	"github.com/sandboxd/sandboxd/internal/bound"
 )
 
 // Result is everything one execution produced.
@@ -66,12 +67,9 @@ const (
 	ErrKernelDied = "KernelDied"
 )
 
-// Markers for output that was not kept: output cut at the output cap, and
-// a message too large to read.
-const (
-	truncatedMarker = "\n[output truncated]\n"
-	droppedMarker   = "\n[output too large to show was dropped]\n"
-)
+// droppedMarker stands for a message too large to read; output cut at the
+// output cap ends with bound.Marker.
+const droppedMarker = "\n[output too large to show was dropped]\n"
 
 // maxErrorText caps an error's name and value, which are kept even past
 // the output cap so that a failure can always be told apart.
@@ -93,9 +91,9 @@ type execution struct {
 
 	mu       sync.Mutex
 	res      Result
-	budget   budget // one cap for all the output kept
-	stdout   strings.Builder
-	stderr   strings.Builder
+	budget   *bound.Budget // one cap for stdout, stderr, rich results and tracebacks
+	stdout   *bound.Text
+	stderr   *bound.Text
 	gotReply bool
 	gotIdle  bool
 	finished bool
@@ -103,10 +101,13 @@ type execution struct {
 }
 
 func newExecution(maxOutput int) *execution {
+	b := bound.NewBudget(maxOutput)
 	return &execution{
 		done:    make(chan struct{}),
 		started: make(chan struct{}),
-		budget:  budget{limit: maxOutput},
+		budget:  b,
+		stdout:  bound.NewText(b, nil),
+		stderr:  bound.NewText(b, nil),
 	}
 }
 
@@ -118,7 +119,7 @@ func (e *execution) handle(m *Message) {
 		return
 	}
 	t := m.Header.MsgType
-	if e.budget.cut && (t == "stream" || t == "execute_result" || t == "display_data") {
+	if e.budget.Exceeded() && (t == "stream" || t == "execute_result" || t == "display_data") {
 		return // past the cap: not even worth decoding (execute_reply has the count)
 	}
 	switch t {
@@ -128,9 +129,9 @@ func (e *execution) handle(m *Message) {
 			return
 		}
 		if c.Name == "stderr" {
-			e.emit(Event{Type: "stderr", Text: e.write(&e.stderr, c.Text)})
+			e.emit(Event{Type: "stderr", Text: e.stderr.Add(c.Text)})
 		} else {
-			e.emit(Event{Type: "stdout", Text: e.write(&e.stdout, c.Text)})
+			e.emit(Event{Type: "stdout", Text: e.stdout.Add(c.Text)})
 		}
 	case "execute_result", "display_data":
 		var c dataContent
@@ -141,10 +142,9 @@ func (e *execution) handle(m *Message) {
 			e.res.ExecutionCount = c.ExecutionCount
 		}
 		out := Output{Type: t, Data: c.Data, Metadata: c.Metadata}
-		if ok, cutNow := e.budget.reserve(out.Size()); !ok {
+		if ok, cutNow := e.budget.Reserve(out.Size()); !ok {
 			if cutNow {
-				e.stdout.WriteString(truncatedMarker)
-				e.emit(Event{Type: "stdout", Text: truncatedMarker})
+				e.markCut()
 			}
 			return
 		}
@@ -156,10 +156,9 @@ func (e *execution) handle(m *Message) {
 			return
 		}
 		name, value := e.clip(c.Name), e.clip(c.Value)
-		fits, cutNow := e.budget.reserve(len(name) + len(value))
+		fits, cutNow := e.budget.Reserve(len(name) + len(value))
 		if cutNow {
-			e.stdout.WriteString(truncatedMarker)
-			e.emit(Event{Type: "stdout", Text: truncatedMarker})
+			e.markCut()
 		}
 		if !fits {
 			// Past the cap the error is kept for the summary alone: code
@@ -170,12 +169,12 @@ func (e *execution) handle(m *Message) {
 		}
 		// The traceback is sent twice, as the error's and at the end of
 		// stderr: it counts twice.
-		tb, cut := e.budget.fit(ansiEscape.ReplaceAllString(strings.Join(c.Traceback, "\n"), ""))
+		tb, cut := e.budget.Fit(ansiEscape.ReplaceAllString(strings.Join(c.Traceback, "\n"), ""))
 		if cut {
-			tb += truncatedMarker
+			tb += bound.Marker
 		}
 		e.res.Error = &Error{Name: name, Value: value, Traceback: tb}
-		e.write(&e.stderr, tb+"\n")
+		e.stderr.Add(tb + "\n")
 		e.emit(Event{Type: "error", Error: e.res.Error})
 	case "status":
 		var c statusContent
@@ -208,58 +207,11 @@ func (e *execution) handle(m *Message) {
 	}
 }
 
-// budget counts the bytes of output an execution keeps against one cap for
-// all of it: stdout, stderr, rich results and tracebacks. The first output
-// that does not fit whole is cut (text) or dropped (a rich result), and so
-// is everything after it, so what is kept is a prefix of what was sent.
-type budget struct {
-	limit int // <= 0: no cap
-	used  int
-	cut   bool
-}
-
-// reserve takes n bytes for an output kept whole or not at all. cutNow is
-// true when this is the output that went past the cap.
-func (b *budget) reserve(n int) (ok, cutNow bool) {
-	if b.cut {
-		return false, false
-	}
-	if b.limit > 0 && n > b.limit-b.used {
-		b.cut = true
-		return false, true
-	}
-	b.used += n
-	return true, false
-}
-
-// fit takes what of s fits, cut on a rune boundary so that it stays valid
-// UTF-8. cutNow is true when s is the output that went past the cap.
-func (b *budget) fit(s string) (kept string, cutNow bool) {
-	if b.cut {
-		return "", false
-	}
-	room := b.limit - b.used
-	if b.limit <= 0 || len(s) <= room {
-		b.used += len(s)
-		return s, false
-	}
-	for room > 0 && !utf8.RuneStart(s[room]) {
-		room--
-	}
-	b.used += room
-	b.cut = true
-	return s[:room], true
-}
-
-// write appends to a stream what of text fits, and the marker where it was
-// cut; it returns what was appended.
-func (e *execution) write(stream *strings.Builder, text string) string {
-	kept, cutNow := e.budget.fit(text)
-	if cutNow {
-		kept += truncatedMarker
-	}
-	stream.WriteString(kept)
-	return kept
+// markCut marks on stdout the output that went past the cap, which was
+// not text: a rich result or an error.
+func (e *execution) markCut() {
+	e.stdout.Mark()
+	e.emit(Event{Type: "stdout", Text: bound.Marker})
 }
 
 // clip cuts an error's name or value at maxErrorText.
@@ -268,11 +220,7 @@ func (e *execution) clip(s string) string {
 		return s
 	}
 	e.lost = true
-	n := maxErrorText
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + truncatedMarker
+	return bound.Prefix(s, maxErrorText) + bound.Marker
 }
 
 func (e *execution) emit(ev Event) {
@@ -288,7 +236,7 @@ func (e *execution) dropped() {
 	defer e.mu.Unlock()
 	if !e.finished {
 		e.lost = true
-		e.emit(Event{Type: "stdout", Text: e.write(&e.stdout, droppedMarker)})
+		e.emit(Event{Type: "stdout", Text: e.stdout.Add(droppedMarker)})
 	}
 }
 
@@ -336,6 +284,6 @@ func (e *execution) result() Result {
 	r := e.res
 	r.Stdout = e.stdout.String()
 	r.Stderr = e.stderr.String()
-	r.Truncated = e.budget.cut || e.lost
+	r.Truncated = e.budget.Exceeded() || e.lost
 	return r
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/sandboxd/sandboxd/internal/bound"
 )
 
 // Whatever a kernel sends, decoding and dispatching it must not panic, and
@@ -27,7 +29,7 @@ func FuzzDispatch(f *testing.F) {
 		k.dispatch(&m)
 		res := ex.result()
 		for _, s := range []string{res.Stdout, res.Stderr} {
-			if len(s) > 64+len(truncatedMarker) {
+			if len(s) > 64+len(bound.Marker) {
 				t.Errorf("kept %d bytes over a cap of 64", len(s))
 			}
 		}
