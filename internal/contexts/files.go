@@ -28,6 +28,13 @@ type FileInfo struct {
 	IsDir   bool
 }
 
+// Linux's bounds on a path and on one name in it (PATH_MAX, NAME_MAX): a
+// path past them is refused before an upload is read, not after.
+const (
+	maxPath = 4096
+	maxName = 255
+)
+
 // cleanPath checks a path given relative to a context's working dir and
 // returns it cleaned, "." for the working dir itself. Absolute paths and
 // .. segments are refused outright, whatever they would resolve to: a
@@ -38,10 +45,15 @@ func cleanPath(p string) (string, error) {
 		return "", Errorf(CodeInvalidPath, "path %q must be relative to the working dir", p)
 	case strings.ContainsRune(p, 0):
 		return "", Errorf(CodeInvalidPath, "path %q contains a NUL byte", p)
+	case len(p) >= maxPath:
+		return "", Errorf(CodeInvalidPath, "path must be shorter than %d bytes", maxPath)
 	}
 	for _, seg := range strings.Split(p, "/") {
-		if seg == ".." {
+		switch {
+		case seg == "..":
 			return "", Errorf(CodeInvalidPath, "path %q must not contain ..", p)
+		case len(seg) > maxName:
+			return "", Errorf(CodeInvalidPath, "a name in path %q is longer than %d bytes", p, maxName)
 		}
 	}
 	return path.Clean("./" + p), nil

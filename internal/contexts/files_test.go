@@ -26,6 +26,10 @@ func TestCleanPath(t *testing.T) {
 		{in: "/etc/passwd", bad: true},
 		{in: "/workspace/a.txt", bad: true},
 		{in: "a\x00b", bad: true},
+		{in: strings.Repeat("n", 255), want: strings.Repeat("n", 255)},
+		{in: "d/" + strings.Repeat("n", 256), bad: true},
+		{in: strings.Repeat("d/", 2047) + "n", want: strings.Repeat("d/", 2047) + "n"},
+		{in: strings.Repeat("d/", 2048), bad: true},
 	} {
 		got, err := cleanPath(tt.in)
 		switch {

@@ -63,7 +63,8 @@ write)
 	[ -d "$t" ] && fail 12 "$t is a directory"
 	d=${t%/*}
 	err=$(mkdir -p -- "$d" 2>&1) || case $err in
-		*"Not a directory"*) fail 13 "$err" ;;
+		# mkdir -p says "File exists" where a parent is a file.
+		*"Not a directory"* | *"File exists"*) fail 13 "$err" ;;
 		*) fail 14 "$err" ;;
 	esac
 	tmp=$(mktemp "$d/.sandboxd-upload.XXXXXX") || fail 14 "cannot write in $d"

@@ -172,8 +172,7 @@ func TestProtocolFiles(t *testing.T) {
 		wantCode(t, "write .", b.op("x", OpWrite, "."), ExitIsDir)
 		wantCode(t, "write adir", b.op("x", OpWrite, "adir"), ExitIsDir)
 		wantCode(t, "write afile/sub/x", b.op("x", OpWrite, "afile/sub/x"), ExitNotDir)
-		// mkdir -p says "File exists" of a file as the direct parent.
-		wantCode(t, "write afile/x", b.op("x", OpWrite, "afile/x"), ExitDenied)
+		wantCode(t, "write afile/x", b.op("x", OpWrite, "afile/x"), ExitNotDir)
 		if got := b.temps(); got != "" {
 			t.Errorf("left: %q", got)
 		}
