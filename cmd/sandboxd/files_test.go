@@ -214,7 +214,7 @@ func TestFilesPaths(t *testing.T) {
 			}
 		})
 	}
-	// A name longer than NAME_MAX is refused before the upload is read.
+	// So is a name longer than NAME_MAX.
 	for _, p := range []string{"../x.txt", "/tmp/x.txt", "etc_link/x.txt", strings.Repeat("n", 256)} {
 		t.Run("PUT "+p[:min(len(p), 20)], func(t *testing.T) {
 			status, b := d.putFile(t, id, p, bytes.NewReader([]byte("x")))
