@@ -55,7 +55,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("sandboxd-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.URL, "url", "http://127.0.0.1:8080", "base URL of the sandboxd to measure")
-	fs.StringVar(&c.SocketDir, "socket-dir", "/run/sandboxd", "the daemon's --socket-dir as seen from here, to reach kernels directly for the floor; when a context's socket is not under it, the path on its container's label is used")
+	fs.StringVar(&c.SocketDir, "socket-dir", "/run/sandboxd", "the daemon's --socket-dir as seen from here, to reach kernels directly for the floor; when a context's socket is not under it, the path on its container's label is used, and a context reached through exec is reached so here too")
 	fs.BoolVar(&c.JSON, "json", false, "print the results as JSON")
 	fs.IntVar(&c.Calls, "calls", 300, "sequential executions measured for latency, and as many for the floor")
 	fs.IntVar(&c.Parallel, "parallel", 8, "contexts executing at once for throughput")

@@ -40,13 +40,12 @@ type rawMessage struct {
 	Content json.RawMessage `json:"content"`
 }
 
-// startRawKernel starts a python3 kernel on the Jupyter server listening on
-// socket and returns once it has answered a kernel_info_request. The
+// startRawKernel starts a python3 kernel on the Jupyter server dialServer
+// reaches, as the daemon does, and returns once it has answered a
+// kernel_info_request. The
 // connection is closed when ctx ends, which ends a running execute.
-func startRawKernel(ctx context.Context, socket, token string) (*rawKernel, error) {
-	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-	}
+func startRawKernel(ctx context.Context, dialServer func(context.Context) (net.Conn, error), token string) (*rawKernel, error) {
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) { return dialServer(ctx) }
 	k := &rawKernel{
 		rest:    &http.Client{Transport: &http.Transport{DialContext: dial}},
 		token:   token,

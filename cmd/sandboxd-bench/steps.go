@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -265,21 +263,11 @@ func (b *bench) rawKernel(ctx context.Context, id string) (*rawKernel, error) {
 	if b.docker == nil {
 		return nil, b.dockerErr
 	}
-	socket, token, err := b.docker.Endpoint(ctx, id)
+	dial, token, err := b.docker.Endpoint(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	// Prefer the socket under --socket-dir: the label holds the daemon's
-	// path, which differs when the bench runs in another mount namespace.
-	if p := filepath.Join(b.cfg.SocketDir, id, "jupyter.sock"); exists(p) {
-		socket = p
-	}
-	return startRawKernel(ctx, socket, token)
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
+	return startRawKernel(ctx, dial, token)
 }
 
 // throughput runs print(1) in a loop on --parallel contexts at once, then

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -267,7 +268,7 @@ func (p *process) stop(sig os.Signal) {
 // answers; at the end of the test it is stopped as SIGINT does.
 func startProcess(tb testing.TB, bin, owner, socketDir, addr string, args ...string) *process {
 	tb.Helper()
-	args = append([]string{"--listen", addr, "--name", owner, "--socket-dir", socketDir, "--workspace-dir", filepath.Join(socketDir, "workspaces"), "--image", testenv.KernelImage(), "--log-level", "warn"}, args...)
+	args = slices.Concat([]string{"--listen", addr, "--name", owner, "--socket-dir", socketDir, "--workspace-dir", filepath.Join(socketDir, "workspaces"), "--image", testenv.KernelImage(), "--log-level", "warn"}, testenv.DaemonArgs(), args)
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

@@ -52,6 +52,8 @@ type config struct {
 	RImage         string
 	BashImage      string
 	SocketDir      string
+	Transport      string
+	StateDir       string
 	Network        string
 	Runtime        string
 	AllowEgress    bool
@@ -229,7 +231,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.Image, "image", "sandboxd/python-kernel:latest", "image of Python contexts")
 	fs.StringVar(&c.RImage, "r-image", "sandboxd/r-kernel:latest", "image of R contexts")
 	fs.StringVar(&c.BashImage, "bash-image", "sandboxd/bash-kernel:latest", "image of bash contexts")
-	fs.StringVar(&c.SocketDir, "socket-dir", "/run/sandboxd", "directory for the kernels' unix sockets; the same path on the host when sandboxd runs in a container")
+	fs.StringVar(&c.SocketDir, "socket-dir", "/run/sandboxd", "directory for the kernels' unix sockets where the engine shares it (--transport socket): the same path on the engine's host when sandboxd runs in a container")
+	fs.StringVar(&c.Transport, "transport", docker.TransportAuto, "how sandboxd reaches a context's Jupyter server: socket (a unix socket in --socket-dir, which the engine mounts into the container), exec (a relay over the engine's exec API; needs no shared path: Docker Desktop, Podman, remote engines), or auto: socket where the engine sees --socket-dir, exec elsewhere")
+	fs.StringVar(&c.StateDir, "state-dir", "", "directory, read by sandboxd alone, for the records that let a restarted daemon take its contexts over; empty is --socket-dir")
 	fs.StringVar(&c.Network, "network", "none", "network of context containers: none, or the name of a user-defined network (docker network create), which every context then reaches unfiltered; host, bridge, default and container:<id> are refused")
 	fs.StringVar(&c.Runtime, "runtime", "", "OCI runtime of context containers as registered in the engine: empty for its default (runc), runsc for gVisor")
 	fs.BoolVar(&c.AllowEgress, "allow-egress", false, `let contexts created with "network": true reach the public internet over HTTP(S), through a proxy in the daemon that refuses private, loopback and link-local addresses`)
@@ -422,6 +426,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	rt, err := docker.New(docker.Config{
 		Owner:         cfg.Name,
 		SocketDir:     cfg.SocketDir,
+		Transport:     cfg.Transport,
+		StateDir:      cfg.StateDir,
+		Log:           log,
 		Network:       cfg.Network,
 		Runtime:       cfg.Runtime,
 		Egress:        egressProxy,
@@ -447,6 +454,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("cannot check the runtime: the Docker engine is not answering", "runtime", cfg.Runtime)
 	} else if err != nil {
 		return err
+	}
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	transport, err := rt.Transport(tctx, cfg.Image)
+	cancel()
+	switch {
+	case err != nil:
+		log.Warn("cannot choose how to reach contexts yet: the Docker engine is not answering; the first context chooses", "error", err)
+	case transport == docker.TransportExec && cfg.WorkspaceSize > 0:
+		return errors.New("--workspace-size needs --transport socket: a sized workspace is a loop device of the daemon's host, which only an engine on that host can mount")
+	case transport == docker.TransportExec && workspaceBytes > 0:
+		log.Warn("contexts' /workspace is unbounded: sized workspaces need the engine to share the daemon's files")
 	}
 	if egressProxy != nil {
 		// The proxy refuses its own interfaces' addresses, but in a

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -63,7 +64,7 @@ func startDaemon(tb testing.TB, args ...string) *daemon {
 	})
 	addr := freeAddr(tb)
 	d.url = "http://" + addr
-	args = append([]string{"--listen", addr, "--name", d.owner, "--socket-dir", d.socketDir, "--workspace-dir", tb.TempDir(), "--image", testenv.KernelImage(), "--log-level", "warn"}, args...)
+	args = slices.Concat([]string{"--listen", addr, "--name", d.owner, "--socket-dir", d.socketDir, "--workspace-dir", tb.TempDir(), "--image", testenv.KernelImage(), "--log-level", "warn"}, testenv.DaemonArgs(), args)
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stop = cancel
 	go func() { d.done <- run(ctx, args, func(string) string { return "" }, io.Discard, os.Stderr) }()

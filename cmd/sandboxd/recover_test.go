@@ -61,6 +61,9 @@ func TestRestartKeepsContexts(t *testing.T) {
 	// again after a restart.
 	workspaces := t.TempDir()
 	args := []string{"--allow-egress", "--workspace-size", "64m", "--workspace-dir", workspaces}
+	if testenv.Transport() == "exec" {
+		args = args[:1] // sized workspaces need the socket transport
+	}
 
 	first := d.start(t, args...)
 	var c contextJSON

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
@@ -95,10 +96,17 @@ type Config struct {
 	// share an engine and each finds only its own.
 	Owner string
 	// SocketDir holds one directory per context, shared with its container,
-	// where the Jupyter server makes its unix socket. When sandboxd itself
-	// runs in a container, it must be the same path on the host.
+	// where the Jupyter server makes its unix socket, when Transport is
+	// TransportSocket. When sandboxd itself runs in a container, it must be
+	// the same path on the host.
 	SocketDir string
-	Network   string // the containers' network mode: none by default
+	// Transport is how the daemon reaches the contexts' Jupyter servers:
+	// TransportSocket, TransportExec, or TransportAuto ("" too).
+	Transport string
+	// StateDir keeps the contexts' records, for a restart of the daemon to
+	// take them over; "" is SocketDir.
+	StateDir string
+	Network  string // the containers' network mode: none by default
 	// Runtime is the OCI runtime the engine runs containers with: empty for
 	// the engine's default (runc), runsc for gVisor.
 	Runtime string
@@ -109,6 +117,7 @@ type Config struct {
 	WorkspaceSize int64
 	WorkspaceDir  string
 	Limits        Limits
+	Log           *slog.Logger // nil: discard
 }
 
 // Runtime runs contexts as Docker containers.
@@ -119,6 +128,12 @@ type Runtime struct {
 
 	egressMu sync.Mutex
 	egress   map[string]net.Listener // by context id: where its proxy is served
+
+	log *slog.Logger
+
+	transportMu     sync.Mutex
+	transport       string // TransportAuto until Transport chooses
+	transportChosen bool
 
 	hostAddrs atomic.Pointer[[]netip.Prefix] // the engine host's, for egress
 	watching  context.Context                // ends at Close: stops watchers
@@ -133,6 +148,11 @@ var _ contexts.Runtime = (*Runtime)(nil)
 func New(cfg Config) (*Runtime, error) {
 	if err := os.MkdirAll(cfg.SocketDir, 0o711); err != nil {
 		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	if cfg.StateDir != "" {
+		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("state dir: %w", err)
+		}
 	}
 	return Connect(cfg)
 }
@@ -188,33 +208,50 @@ func (r *Runtime) HasImage(ctx context.Context, image string) (bool, error) {
 
 // Start creates and starts a context's container.
 func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Instance, error) {
-	dir := filepath.Join(r.cfg.SocketDir, spec.ContextID)
-	// The kernel runs as a uid of its own that must create its socket here;
-	// the parent directory keeps everyone else out.
-	if err := os.Mkdir(dir, 0o777); err != nil {
-		return contexts.Instance{}, fmt.Errorf("socket dir: %w", err)
+	transport, err := r.Transport(ctx, spec.Image)
+	if err != nil {
+		return contexts.Instance{}, err
 	}
-	if err := os.Chmod(dir, 0o777); err != nil {
-		os.Remove(dir)
-		return contexts.Instance{}, fmt.Errorf("socket dir: %w", err)
-	}
-
 	labels := map[string]string{
 		labelOwner:     r.cfg.Owner,
 		labelContextID: spec.ContextID,
-		labelSocketDir: dir,
 	}
 	for k, v := range spec.Labels {
 		labels[k] = v
+	}
+	l := r.cfg.Limits
+	tmpfs := map[string]string{"/tmp": "rw,nosuid,nodev,size=" + strconv.FormatInt(l.TmpSize, 10)}
+	var mounts []mount.Mount
+	dir := ""
+	if transport == TransportSocket {
+		dir = filepath.Join(r.cfg.SocketDir, spec.ContextID)
+		// The kernel runs as a uid of its own that must create its socket
+		// here; the parent directory keeps everyone else out.
+		if err := os.Mkdir(dir, 0o777); err != nil {
+			return contexts.Instance{}, fmt.Errorf("socket dir: %w", err)
+		}
+		if err := os.Chmod(dir, 0o777); err != nil {
+			os.Remove(dir)
+			return contexts.Instance{}, fmt.Errorf("socket dir: %w", err)
+		}
+		labels[labelSocketDir] = dir
+		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: dir, Target: socketInContainer})
+	} else {
+		// The root is read-only: the server makes its socket in a tmpfs of
+		// the context user's own.
+		uid, gid, _ := strings.Cut(contexts.ContextUser, ":")
+		tmpfs[socketInContainer] = "rw,nosuid,nodev,noexec,size=1m,mode=0700,uid=" + uid + ",gid=" + gid
 	}
 	inst := contexts.Instance{ContextID: spec.ContextID, Labels: labels}
 
 	// An anonymous volume: removed with the container.
 	workspaceMount := mount.Mount{Type: mount.TypeVolume, Target: contexts.DefaultWorkingDir}
-	if r.cfg.WorkspaceSize > 0 {
+	// A sized workspace is a loop device of the daemon's host: only an
+	// engine that shares the daemon's files can mount it.
+	if r.cfg.WorkspaceSize > 0 && transport == TransportSocket {
 		ws, err := r.makeWorkspace(ctx, spec.ContextID)
 		if err != nil {
-			os.Remove(dir)
+			removeDir(dir)
 			return contexts.Instance{}, err
 		}
 		// Once the container started, its mount holds the loop device.
@@ -222,7 +259,6 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 		workspaceMount = ws.mount()
 	}
 
-	l := r.cfg.Limits
 	name := "sandboxd-" + spec.ContextID
 	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: name,
@@ -238,12 +274,9 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 			ReadonlyRootfs: true,
 			CapDrop:        []string{"ALL"},
 			SecurityOpt:    []string{"no-new-privileges", "seccomp=" + r.seccomp},
-			Tmpfs:          map[string]string{"/tmp": "rw,nosuid,nodev,size=" + strconv.FormatInt(l.TmpSize, 10)},
-			Mounts: []mount.Mount{
-				{Type: mount.TypeBind, Source: dir, Target: socketInContainer},
-				workspaceMount,
-			},
-			Resources: r.resources(),
+			Tmpfs:          tmpfs,
+			Mounts:         append(mounts, workspaceMount),
+			Resources:      r.resources(),
 		},
 	})
 	if err != nil {
@@ -254,7 +287,7 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 			r.cli.ContainerRemove(rctx, name, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 			cancel()
 		}
-		os.Remove(dir)
+		removeDir(dir)
 		r.removeWorkspace(spec.ContextID)
 		if cerrdefs.IsNotFound(err) {
 			return contexts.Instance{}, &contexts.Error{Code: contexts.CodeRuntimeUnavailable,
@@ -270,6 +303,13 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 	return inst, nil
 }
 
+// removeDir removes an empty socket directory; "" is none.
+func removeDir(dir string) {
+	if dir != "" {
+		os.Remove(dir)
+	}
+}
+
 // socketDir returns inst's socket directory, as its label names it, if it
 // is the one Start makes: the directory named by the context id, in
 // SocketDir. A label is never trusted to name another path: Remove deletes
@@ -282,12 +322,19 @@ func (r *Runtime) socketDir(inst contexts.Instance) (string, bool) {
 	return dir, dir == filepath.Join(r.cfg.SocketDir, id)
 }
 
-// Dial connects to the unix socket the container's Jupyter server made
-// in its socket directory. Once the socket is there, the directory is
-// sealed: made read-only to the container, so that nothing of the
-// container's can replace the socket (with a link to a socket of the
-// host's, say) and lead the daemon elsewhere.
+// Dial connects to the container's Jupyter server: through its socket
+// directory when the container has one (TransportSocket), through a relay
+// exec otherwise.
+//
+// Once the socket is in the directory, the directory is sealed: made
+// read-only to the container, so that nothing of the container's can
+// replace the socket (with a link to a socket of the host's, say) and lead
+// the daemon elsewhere. A relay runs in the container as its user, so it
+// can reach nothing the context's code cannot.
 func (r *Runtime) Dial(ctx context.Context, inst contexts.Instance) (net.Conn, error) {
+	if _, ok := inst.Labels[labelSocketDir]; !ok {
+		return r.dialExec(ctx, inst, socketInContainer+"/"+jupyterSocket)
+	}
 	dir, ok := r.socketDir(inst)
 	if !ok {
 		return nil, fmt.Errorf("dial %s: no socket directory", inst.ContextID)
@@ -301,9 +348,9 @@ func (r *Runtime) Dial(ctx context.Context, inst contexts.Instance) (net.Conn, e
 	return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 }
 
-// Store keeps the contexts' records beside their sockets, in SocketDir,
-// which only the daemon reads.
-func (r *Runtime) Store() contexts.Store { return contexts.DirStore(r.cfg.SocketDir) }
+// Store keeps the contexts' records in StateDir, which only the daemon
+// reads.
+func (r *Runtime) Store() contexts.Store { return contexts.DirStore(r.cfg.StateDir) }
 
 // watchRetry and watchRetryMax space the retries of a wait that failed
 // (the engine is unreachable): the container may well be running, and its
@@ -425,28 +472,43 @@ func containsFold(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
 }
 
-// Endpoint returns the unix socket of a context's Jupyter server, as the
-// daemon sees it, and the server's token. Tools that measure sandboxd
-// against a bare kernel use it; the daemon itself keeps both from Start.
-func (r *Runtime) Endpoint(ctx context.Context, contextID string) (socket, token string, err error) {
+// Endpoint returns a dialer for a context's Jupyter server, reached as
+// the daemon reaches it, and the server's token. Tools that measure
+// sandboxd against a bare kernel use it; the daemon itself keeps both from
+// Start. The socket of a context reached through its socket directory is
+// looked for in SocketDir first, then where its label says: a tool may see
+// the directory at another path than the daemon.
+func (r *Runtime) Endpoint(ctx context.Context, contextID string) (dial func(context.Context) (net.Conn, error), token string, err error) {
 	res, err := r.cli.ContainerInspect(ctx, "sandboxd-"+contextID, client.ContainerInspectOptions{})
 	if err != nil {
-		return "", "", translate(err, "inspect container of "+contextID)
+		return nil, "", translate(err, "inspect container of "+contextID)
 	}
 	c := res.Container
 	if c.Config == nil {
-		return "", "", fmt.Errorf("inspect container of %s: no config", contextID)
-	}
-	dir := c.Config.Labels[labelSocketDir]
-	if dir == "" {
-		dir = filepath.Join(r.cfg.SocketDir, contextID)
+		return nil, "", fmt.Errorf("inspect container of %s: no config", contextID)
 	}
 	for _, env := range c.Config.Env {
 		if v, ok := strings.CutPrefix(env, "JUPYTER_TOKEN="); ok {
-			return filepath.Join(dir, jupyterSocket), v, nil
+			token = v
 		}
 	}
-	return "", "", fmt.Errorf("inspect container of %s: no JUPYTER_TOKEN", contextID)
+	if token == "" {
+		return nil, "", fmt.Errorf("inspect container of %s: no JUPYTER_TOKEN", contextID)
+	}
+	dir, shared := c.Config.Labels[labelSocketDir]
+	if !shared {
+		inst := contexts.Instance{ContextID: contextID, ID: c.ID}
+		return func(ctx context.Context) (net.Conn, error) {
+			return r.dialExec(ctx, inst, socketInContainer+"/"+jupyterSocket)
+		}, token, nil
+	}
+	socket := filepath.Join(r.cfg.SocketDir, contextID, jupyterSocket)
+	if _, err := os.Stat(socket); err != nil {
+		socket = filepath.Join(dir, jupyterSocket)
+	}
+	return func(ctx context.Context) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}, token, nil
 }
 
 // MemoryUsage returns the memory a context's container uses now, in bytes,
@@ -490,6 +552,21 @@ func Connect(cfg Config) (*Runtime, error) {
 	if cfg.Network == "" {
 		cfg.Network = "none"
 	}
+	switch cfg.Transport {
+	case "":
+		cfg.Transport = TransportAuto
+	case TransportAuto, TransportSocket, TransportExec:
+	default:
+		return nil, fmt.Errorf("transport %q is none of auto, socket, exec", cfg.Transport)
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = cfg.SocketDir
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	watching, stopWatch := context.WithCancel(context.Background())
-	return &Runtime{cli: cli, cfg: cfg, seccomp: profile, egress: map[string]net.Listener{}, watching: watching, stopWatch: stopWatch}, nil
+	return &Runtime{cli: cli, cfg: cfg, seccomp: profile, log: log, transport: cfg.Transport,
+		egress: map[string]net.Listener{}, watching: watching, stopWatch: stopWatch}, nil
 }

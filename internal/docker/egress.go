@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -76,22 +75,45 @@ func egressEnv() map[string]string {
 	}
 }
 
-// OpenEgress serves the daemon's egress proxy on a socket in the context's
-// socket directory and starts the forwarder in its container.
+// OpenEgress serves the daemon's egress proxy to inst and starts the
+// forwarder in its container: on a socket in its socket directory
+// (TransportSocket), or through relays (TransportExec).
 func (r *Runtime) OpenEgress(ctx context.Context, inst contexts.Instance) (map[string]string, error) {
 	if r.cfg.Egress == nil {
 		return nil, contexts.ErrEgressDisabled
 	}
+	// A proxy served to a previous forwarder (before a restart of the
+	// daemon) goes first: its socket or its address is taken anew.
+	r.closeEgress(inst.ContextID)
+	var l net.Listener
+	var err error
+	if _, ok := inst.Labels[labelSocketDir]; ok {
+		l, err = r.egressOnSocket(ctx, inst)
+	} else {
+		l, err = r.egressOnExec(ctx, inst)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.egressMu.Lock()
+	r.egress[inst.ContextID] = l
+	r.egressMu.Unlock()
+	go func() {
+		if err := r.cfg.Egress.Serve(l, inst.ContextID); err != nil && !errors.Is(err, net.ErrClosed) {
+			r.log.Warn("egress proxy stopped", "context_id", inst.ContextID, "error", err)
+		}
+	}()
+	return egressEnv(), nil
+}
+
+// egressOnSocket listens on a socket in inst's socket directory and starts
+// the forwarder, which connects to it for each program's connection.
+func (r *Runtime) egressOnSocket(ctx context.Context, inst contexts.Instance) (net.Listener, error) {
 	dir, ok := r.socketDir(inst)
 	if !ok {
 		return nil, fmt.Errorf("egress for %s: no socket directory", inst.ContextID)
 	}
 	path := filepath.Join(dir, egressSocket)
-
-	r.egressMu.Lock()
-	if old := r.egress[inst.ContextID]; old != nil {
-		old.Close()
-	}
 	// A socket left by a previous run of the daemon would make Listen fail.
 	os.Remove(path)
 	l, err := net.Listen("unix", path)
@@ -100,25 +122,16 @@ func (r *Runtime) OpenEgress(ctx context.Context, inst contexts.Instance) (map[s
 		err = os.Chmod(path, 0o666)
 	}
 	if err != nil {
-		r.egressMu.Unlock()
 		if l != nil {
 			l.Close()
 		}
 		return nil, fmt.Errorf("egress socket: %w", err)
 	}
-	r.egress[inst.ContextID] = l
-	r.egressMu.Unlock()
-
 	if err := r.startForwarder(ctx, inst, l.(*net.UnixListener)); err != nil {
-		r.closeEgress(inst.ContextID)
+		l.Close()
 		return nil, err
 	}
-	go func() {
-		if err := r.cfg.Egress.Serve(l, inst.ContextID); err != nil && !errors.Is(err, net.ErrClosed) {
-			slog.Warn("egress proxy stopped", "context_id", inst.ContextID, "error", err)
-		}
-	}()
-	return egressEnv(), nil
+	return l, nil
 }
 
 // startForwarder starts the forwarder in inst's container and waits until

@@ -27,6 +27,19 @@ func KernelImage() string {
 	return "sandboxd/python-kernel:latest"
 }
 
+// Transport is the --transport test daemons run with:
+// $SANDBOXD_TEST_TRANSPORT, or "" for the daemon's own choice. make test
+// runs the tests that touch the transport once more with exec.
+func Transport() string { return os.Getenv("SANDBOXD_TEST_TRANSPORT") }
+
+// DaemonArgs are the flags every test daemon gets from the environment.
+func DaemonArgs() []string {
+	if t := Transport(); t != "" {
+		return []string{"--transport", t}
+	}
+	return nil
+}
+
 // RequireDocker skips tb when no Docker engine answers, or fails it when
 // SANDBOXD_REQUIRE_DOCKER is set (as `make test` and CI do), so tests that
 // need Docker never pass silently there. It also skips in -short mode.
