@@ -2,7 +2,7 @@
 # against real containers.
 GO ?= go
 
-.PHONY: build images browser up down test test-soak fuzz unit lint bench clean
+.PHONY: build images browser up down test test-exec test-soak fuzz unit lint bench clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/sandboxd ./cmd/sandboxd
@@ -26,6 +26,15 @@ browser:
 # browser) fail, not skip, when it is missing.
 test: images browser
 	SANDBOXD_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) test-exec
+
+# The end-to-end tests of what goes between the daemon and its kernels.
+TRANSPORT_TESTS = TestEndToEnd|TestStreaming|TestInterruptKeepsState|TestEnvAndWorkingDir|TestRichResults|TestLanguages|TestRelayWebsocket|TestContainerKilledFromOutside|TestDeleteWhileExecuting|TestKernelDeathIsReported|TestExecutionsOnOneContextTakeTurns|TestHugeOutputIsCappedWithFlatMemory|TestFilesRoundTrip|TestFilesPaths|TestFilesWithTheKernel|TestFilesSpecial|TestCommands|TestAbandonedExecIsKilled|TestEgress|TestWarmPool|TestRestartKeepsContexts|TestRestartWithBusyKernel|TestHistorySurvivesRestart|TestShutdownRemovesContexts
+
+# Those tests again with the daemon reaching kernels over the engine's exec
+# API, as where it shares no path with the engine's host (Docker Desktop).
+test-exec: images
+	SANDBOXD_REQUIRE_DOCKER=1 SANDBOXD_TEST_TRANSPORT=exec $(GO) test -race -count=1 -timeout 20m -run '^($(TRANSPORT_TESTS))$$' ./cmd/sandboxd/
 
 # 1,000 create/execute/delete cycles instead of make test's 40; about half
 # an hour on 2 cores, where every cycle starts a kernel.
