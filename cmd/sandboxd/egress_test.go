@@ -162,7 +162,11 @@ print(tunnel("deb.debian.org:22"))`
 		t.Errorf("context without network: %+v", e)
 	}
 
-	// Deleting the context takes its proxy away.
+	// Deleting the context takes its proxy away. Over exec, the proxy is
+	// reached only from inside the container, which goes with it.
+	if testenv.Transport() == "exec" {
+		return
+	}
 	sock := filepath.Join(d.socketDir, id, "egress.sock")
 	if _, err := os.Stat(sock); err != nil {
 		t.Fatalf("egress socket: %v", err)

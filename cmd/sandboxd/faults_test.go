@@ -134,9 +134,10 @@ func (p *engineProxy) down() {
 }
 
 // With the Docker engine out of reach, executions on existing contexts go
-// on (they need only the kernel's socket), creating answers 503
+// on where they need only the kernel's socket (over exec they need the
+// engine too, and answer 503 KERNEL_UNAVAILABLE), creating answers 503
 // DOCKER_UNAVAILABLE, and no context is taken for dead; when the engine is
-// back, creating works again.
+// back, creating works again, and the kernels have kept their state.
 func TestEngineLoss(t *testing.T) {
 	testenv.RequireDocker(t)
 	proxy := newEngineProxy(t)
@@ -146,10 +147,15 @@ func TestEngineLoss(t *testing.T) {
 	d.execute(t, id, "x = 1", 0)
 
 	proxy.down()
-	if e := d.execute(t, id, "print(x)", 0); e.Output.Stdout != "1\n" {
+	var e errorJSON
+	if testenv.Transport() == "exec" {
+		status := d.call(t, "POST", "/api/v1/contexts/"+id+"/execute", map[string]any{"code": "print(x)"}, &e)
+		if status != http.StatusServiceUnavailable || e.Code != "KERNEL_UNAVAILABLE" {
+			t.Errorf("execute without the engine, over exec: %d %+v", status, e)
+		}
+	} else if e := d.execute(t, id, "print(x)", 0); e.Output.Stdout != "1\n" {
 		t.Errorf("execute without the engine: %+v", e)
 	}
-	var e errorJSON
 	if status := d.call(t, "POST", "/api/v1/contexts", nil, &e); status != http.StatusServiceUnavailable || e.Code != "DOCKER_UNAVAILABLE" {
 		t.Errorf("create without the engine: %d %+v", status, e)
 	}
