@@ -121,6 +121,7 @@ type Runtime struct {
 	egress   map[string]net.Listener // by context id: where its proxy is served
 
 	hostAddrs atomic.Pointer[[]netip.Prefix] // the engine host's, for egress
+	podman    atomic.Pointer[bool]           // whether the engine is Podman, once known
 	watching  context.Context                // ends at Close: stops watchers
 	stopWatch context.CancelFunc
 	watchers  sync.WaitGroup
@@ -188,6 +189,10 @@ func (r *Runtime) HasImage(ctx context.Context, image string) (bool, error) {
 
 // Start creates and starts a context's container.
 func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Instance, error) {
+	seccomp, err := r.seccompOpt(ctx)
+	if err != nil {
+		return contexts.Instance{}, err
+	}
 	dir := filepath.Join(r.cfg.SocketDir, spec.ContextID)
 	// The kernel runs as a uid of its own that must create its socket here;
 	// the parent directory keeps everyone else out.
@@ -237,7 +242,7 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 			Runtime:        r.cfg.Runtime,
 			ReadonlyRootfs: true,
 			CapDrop:        []string{"ALL"},
-			SecurityOpt:    []string{"no-new-privileges", "seccomp=" + r.seccomp},
+			SecurityOpt:    []string{"no-new-privileges", seccomp},
 			Tmpfs:          map[string]string{"/tmp": "rw,nosuid,nodev,size=" + strconv.FormatInt(l.TmpSize, 10)},
 			Mounts: []mount.Mount{
 				{Type: mount.TypeBind, Source: dir, Target: socketInContainer},
@@ -255,7 +260,7 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 			cancel()
 		}
 		os.Remove(dir)
-		r.removeWorkspace(spec.ContextID)
+		r.removeWorkspace(context.WithoutCancel(ctx), spec.ContextID)
 		if cerrdefs.IsNotFound(err) {
 			return contexts.Instance{}, &contexts.Error{Code: contexts.CodeRuntimeUnavailable,
 				Message: fmt.Sprintf("the kernel image %s is not in the Docker engine; build it with 'make images'", spec.Image), Err: err}
@@ -373,7 +378,7 @@ func (r *Runtime) Remove(ctx context.Context, inst contexts.Instance) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := r.removeWorkspace(inst.ContextID); err != nil {
+	if err := r.removeWorkspace(ctx, inst.ContextID); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -38,6 +38,10 @@ func (r *Runtime) HostAddrs() []netip.Prefix {
 // kernel's tables of local IPv4 routes and IPv6 addresses.
 func (r *Runtime) LoadHostAddrs(ctx context.Context, image string) ([]netip.Prefix, error) {
 	r.removeProbes(ctx)
+	seccomp, err := r.seccompOpt(ctx)
+	if err != nil {
+		return nil, err
+	}
 	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: &container.Config{
 			Image:      image,
@@ -52,7 +56,7 @@ func (r *Runtime) LoadHostAddrs(ctx context.Context, image string) ([]netip.Pref
 			NetworkMode:    "host",
 			ReadonlyRootfs: true,
 			CapDrop:        []string{"ALL"},
-			SecurityOpt:    []string{"no-new-privileges", "seccomp=" + r.seccomp},
+			SecurityOpt:    []string{"no-new-privileges", seccomp},
 			Resources:      container.Resources{Memory: 64 << 20, PidsLimit: new(int64(16))},
 		},
 	})
