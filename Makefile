@@ -2,7 +2,7 @@
 # against real containers.
 GO ?= go
 
-.PHONY: build images browser up down test test-exec test-soak fuzz unit lint bench clean
+.PHONY: build images browser up down test test-exec test-podman test-soak fuzz unit lint bench clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/sandboxd ./cmd/sandboxd
@@ -26,7 +26,7 @@ browser:
 # browser) fail, not skip, when it is missing.
 test: images browser
 	SANDBOXD_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -timeout 30m ./...
-	$(MAKE) test-exec
+	$(MAKE) test-exec test-podman
 
 # The end-to-end tests of what goes between the daemon and its kernels.
 TRANSPORT_TESTS = TestEndToEnd|TestEngineLoss|TestStreaming|TestInterruptKeepsState|TestEnvAndWorkingDir|TestRichResults|TestLanguages|TestRelayWebsocket|TestContainerKilledFromOutside|TestDeleteWhileExecuting|TestKernelDeathIsReported|TestExecutionsOnOneContextTakeTurns|TestHugeOutputIsCappedWithFlatMemory|TestFilesRoundTrip|TestFilesPaths|TestFilesWithTheKernel|TestFilesSpecial|TestCommands|TestAbandonedExecIsKilled|TestEgress|TestWarmPool|TestRestartKeepsContexts|TestRestartWithBusyKernel|TestHistorySurvivesRestart|TestShutdownRemovesContexts
@@ -35,6 +35,15 @@ TRANSPORT_TESTS = TestEndToEnd|TestEngineLoss|TestStreaming|TestInterruptKeepsSt
 # API, as where it shares no path with the engine's host (Docker Desktop).
 test-exec: images
 	SANDBOXD_REQUIRE_DOCKER=1 SANDBOXD_TEST_TRANSPORT=exec $(GO) test -race -count=1 -timeout 20m -run '^($(TRANSPORT_TESTS))$$' ./cmd/sandboxd/
+
+# The tests that touch the container runtime, run again against Podman's
+# Docker-compatible API, which scripts/podman.sh serves and loads the
+# images into.
+PODMAN_SOCK ?= /run/sandboxd-podman/podman.sock
+PODMAN_TESTS = TestEndToEnd|TestStreaming|TestInterruptKeepsState|TestEnvAndWorkingDir|TestKernelDeathIsReported|TestRelayWebsocket|TestFilesRoundTrip|TestFilesPaths|TestFilesSpecial|TestCommands|TestAbandonedExecIsKilled|TestHostileCodeIsContained|TestBombsHitLimits|TestWorkspaceSize|TestContainerUserIsSet|TestContainerKilledFromOutside|TestEngineLoss|TestWarmPool|TestIdleContextsAreRemoved|TestRestartKeepsContexts|TestEgress|TestEgressFromContainer
+test-podman: images
+	PODMAN_SOCK=$(PODMAN_SOCK) ./scripts/podman.sh
+	DOCKER_HOST=unix://$(PODMAN_SOCK) SANDBOXD_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -timeout 15m -run '^($(PODMAN_TESTS))$$' ./cmd/sandboxd/
 
 # 1,000 create/execute/delete cycles instead of make test's 40; about half
 # an hour on 2 cores, where every cycle starts a kernel.

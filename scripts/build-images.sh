@@ -7,6 +7,9 @@
 # The base image is pulled when a registry is reachable. Where none is, a Debian
 # base is made locally with debootstrap and `docker import`, so the Dockerfiles
 # stay ordinary for everyone else. Images whose inputs did not change are kept.
+#
+# DOCKER names the engine's CLI: DOCKER=podman builds them with Podman, into
+# its own store.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,16 +22,17 @@ R_KERNEL_IMAGE=${R_KERNEL_IMAGE:-sandboxd/r-kernel:latest}
 BASH_KERNEL_IMAGE=${BASH_KERNEL_IMAGE:-sandboxd/bash-kernel:latest}
 KERNEL_IMAGES=${KERNEL_IMAGES-python r bash}
 SANDBOXD_IMAGE=${SANDBOXD_IMAGE:-sandboxd/sandboxd:latest}
+DOCKER=${DOCKER:-docker}
 
 log() { echo "build-images: $*" >&2; }
 
-have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+have_image() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
 # base_image prints the name of a usable Debian trixie base image.
 base_image() {
 	if have_image "$BASE_IMAGE"; then echo "$BASE_IMAGE"; return; fi
 	if have_image "$LOCAL_BASE"; then echo "$LOCAL_BASE"; return; fi
-	if timeout 60 docker pull "$BASE_IMAGE" >/dev/null 2>&1; then echo "$BASE_IMAGE"; return; fi
+	if timeout 60 "$DOCKER" pull "$BASE_IMAGE" >/dev/null 2>&1; then echo "$BASE_IMAGE"; return; fi
 	log "cannot pull $BASE_IMAGE; making $LOCAL_BASE with debootstrap"
 	if ! command -v debootstrap >/dev/null; then
 		apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
@@ -39,7 +43,7 @@ base_image() {
 	debootstrap --variant=minbase trixie "$dir" "$DEBIAN_MIRROR" >&2
 	# Keep the image small, as the slim image does.
 	rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/archives/*.deb
-	tar -C "$dir" -c . | docker import - "$LOCAL_BASE" >/dev/null
+	tar -C "$dir" -c . | "$DOCKER" import - "$LOCAL_BASE" >/dev/null
 	echo "$LOCAL_BASE"
 }
 
@@ -50,15 +54,15 @@ inputs_hash() { (echo "$1"; tar -C "$2" -c --sort=name --mtime=@0 --owner=0 --gr
 # build NAME CONTEXT_DIR DOCKERFILE BASE
 build() {
 	local name=$1 dir=$2 file=$3 base=$4 hash
-	hash=$(inputs_hash "$(docker image inspect -f '{{.Id}}' "$base")" "$dir")
-	if [ "$(docker image inspect -f '{{index .Config.Labels "sandboxd.inputs"}}' "$name" 2>/dev/null)" = "$hash" ]; then
+	hash=$(inputs_hash "$("$DOCKER" image inspect -f '{{.Id}}' "$base")" "$dir")
+	if [ "$("$DOCKER" image inspect -f '{{index .Config.Labels "sandboxd.inputs"}}' "$name" 2>/dev/null)" = "$hash" ]; then
 		log "$name is up to date"
 		return
 	fi
 	log "building $name"
-	docker build -q --build-arg BASE_IMAGE="$base" --label sandboxd.inputs="$hash" -f "$file" -t "$name" "$dir" >/dev/null
+	"$DOCKER" build -q --build-arg BASE_IMAGE="$base" --label sandboxd.inputs="$hash" -f "$file" -t "$name" "$dir" >/dev/null
 	# The image this one replaces is now untagged: drop it.
-	docker image prune -f --filter label=sandboxd.inputs >/dev/null
+	"$DOCKER" image prune -f --filter label=sandboxd.inputs >/dev/null
 }
 
 # kernel_image_name KIND prints the image name for a kind in KERNEL_IMAGES.

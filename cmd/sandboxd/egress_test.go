@@ -228,7 +228,7 @@ func TestEgressFromContainer(t *testing.T) {
 	// The kernel image serves as a plain Debian; the socket directory has
 	// the same path inside and out, since the engine mounts it in kernels.
 	docker("run", "-d", "--name", owner, "--user", "0",
-		"-v", "/var/run/docker.sock:/var/run/docker.sock",
+		"-v", testenv.EngineSocket()+":/var/run/docker.sock",
 		"-v", sockets+":"+sockets,
 		"-v", bin+":/usr/local/bin/sandboxd-test:ro",
 		"-p", "127.0.0.1:"+port+":8080",

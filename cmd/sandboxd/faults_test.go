@@ -4,10 +4,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,11 +78,7 @@ type engineProxy struct {
 
 func newEngineProxy(tb testing.TB) *engineProxy {
 	tb.Helper()
-	target := "/var/run/docker.sock"
-	if h, ok := strings.CutPrefix(os.Getenv("DOCKER_HOST"), "unix://"); ok {
-		target = h
-	}
-	p := &engineProxy{path: filepath.Join(testenv.SocketDir(tb), "engine.sock"), target: target, conns: map[net.Conn]bool{}}
+	p := &engineProxy{path: filepath.Join(testenv.SocketDir(tb), "engine.sock"), target: testenv.EngineSocket(), conns: map[net.Conn]bool{}}
 	p.up(tb)
 	tb.Cleanup(p.down)
 	return p

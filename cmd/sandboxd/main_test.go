@@ -522,8 +522,10 @@ func TestCyclesLeaveNothingBehind(t *testing.T) {
 	if n := d.containers(t); n != pooled {
 		t.Errorf("%d containers left, want the pool's %d", n, pooled)
 	}
-	if entries, _ := os.ReadDir(d.socketDir); len(entries) != pooled {
-		t.Errorf("%d socket directories left, want the pool's %d", len(entries), pooled)
+	// Files beside them (the seccomp profile, on Podman) stay.
+	entries, _ := os.ReadDir(d.socketDir)
+	if dirs := slices.DeleteFunc(entries, func(e os.DirEntry) bool { return !e.IsDir() }); len(dirs) != pooled {
+		t.Errorf("%d socket directories left, want the pool's %d", len(dirs), pooled)
 	}
 	// Connections wind down asynchronously: poll before judging.
 	deadline := time.Now().Add(10 * time.Second)

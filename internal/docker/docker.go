@@ -135,10 +135,12 @@ type Runtime struct {
 	transport       string // TransportAuto until Transport chooses
 	transportChosen bool
 
-	hostAddrs atomic.Pointer[[]netip.Prefix] // the engine host's, for egress
-	watching  context.Context                // ends at Close: stops watchers
-	stopWatch context.CancelFunc
-	watchers  sync.WaitGroup
+	hostAddrs         atomic.Pointer[[]netip.Prefix] // the engine host's, for egress
+	podman            atomic.Pointer[bool]           // whether the engine is Podman, once known
+	podmanProfileOnce sync.Once
+	watching          context.Context // ends at Close: stops watchers
+	stopWatch         context.CancelFunc
+	watchers          sync.WaitGroup
 }
 
 var _ contexts.Runtime = (*Runtime)(nil)
@@ -212,6 +214,10 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 	if err != nil {
 		return contexts.Instance{}, err
 	}
+	security, err := r.securityOpts(ctx, transport)
+	if err != nil {
+		return contexts.Instance{}, err
+	}
 	labels := map[string]string{
 		labelOwner:     r.cfg.Owner,
 		labelContextID: spec.ContextID,
@@ -273,7 +279,7 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 			Runtime:        r.cfg.Runtime,
 			ReadonlyRootfs: true,
 			CapDrop:        []string{"ALL"},
-			SecurityOpt:    []string{"no-new-privileges", "seccomp=" + r.seccomp},
+			SecurityOpt:    security,
 			Tmpfs:          tmpfs,
 			Mounts:         append(mounts, workspaceMount),
 			Resources:      r.resources(),
@@ -288,7 +294,7 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 			cancel()
 		}
 		removeDir(dir)
-		r.removeWorkspace(spec.ContextID)
+		r.removeWorkspace(context.WithoutCancel(ctx), spec.ContextID)
 		if cerrdefs.IsNotFound(err) {
 			return contexts.Instance{}, &contexts.Error{Code: contexts.CodeRuntimeUnavailable,
 				Message: fmt.Sprintf("the kernel image %s is not in the Docker engine; build it with 'make images'", spec.Image), Err: err}
@@ -420,7 +426,7 @@ func (r *Runtime) Remove(ctx context.Context, inst contexts.Instance) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := r.removeWorkspace(inst.ContextID); err != nil {
+	if err := r.removeWorkspace(ctx, inst.ContextID); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -119,6 +120,12 @@ func (r *Runtime) exec(ctx context.Context, inst contexts.Instance, spec context
 	}
 	stdout, stderr := orDiscard(spec.Stdout), orDiscard(spec.Stderr)
 	_, copyErr := stdcopy.StdCopy(stdout, stderr, att.Reader)
+	if spec.Stdin != nil && errors.Is(copyErr, syscall.ECONNRESET) {
+		// Podman closes the stream of a process that ended without reading
+		// all of its input with that input unread, which resets it: the
+		// output came whole all the same.
+		copyErr = nil
+	}
 	closeConn()
 	// The stdin copy may be reading the caller's Stdin: wait for it, so
 	// that it is not read after Exec returns.

@@ -38,6 +38,14 @@ func (r *Runtime) HostAddrs() []netip.Prefix {
 // kernel's tables of local IPv4 routes and IPv6 addresses.
 func (r *Runtime) LoadHostAddrs(ctx context.Context, image string) ([]netip.Prefix, error) {
 	r.removeProbes(ctx)
+	transport, err := r.Transport(ctx, image)
+	if err != nil {
+		return nil, err
+	}
+	security, err := r.securityOpts(ctx, transport)
+	if err != nil {
+		return nil, err
+	}
 	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: &container.Config{
 			Image:      image,
@@ -52,7 +60,7 @@ func (r *Runtime) LoadHostAddrs(ctx context.Context, image string) ([]netip.Pref
 			NetworkMode:    "host",
 			ReadonlyRootfs: true,
 			CapDrop:        []string{"ALL"},
-			SecurityOpt:    []string{"no-new-privileges", "seccomp=" + r.seccomp},
+			SecurityOpt:    security,
 			Resources:      container.Resources{Memory: 64 << 20, PidsLimit: new(int64(16))},
 		},
 	})

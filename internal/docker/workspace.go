@@ -31,8 +31,9 @@ import (
 
 // workspace is a context's file system image while its container starts.
 type workspace struct {
-	image string
-	loop  *os.File // open until the engine has mounted it: closing an unmounted autoclear device detaches it
+	image  string
+	loop   *os.File // open until the engine has mounted it: closing an unmounted autoclear device detaches it
+	volume string   // the named volume of loop, on Podman (see podman.go)
 }
 
 // CheckWorkspaces says what is missing to make sized workspaces here, with
@@ -65,7 +66,13 @@ func (r *Runtime) makeWorkspace(ctx context.Context, id string) (*workspace, err
 	if err != nil {
 		return nil, fmt.Errorf("workspace of %s: %w", id, err)
 	}
-	return &workspace{image: image, loop: loop}, nil
+	w := &workspace{image: image, loop: loop}
+	if err := r.createWorkspaceVolume(ctx, id, w); err != nil {
+		loop.Close()
+		os.Remove(image)
+		return nil, err
+	}
+	return w, nil
 }
 
 // makeImage makes an empty file system of size bytes at image, owned by
@@ -102,6 +109,9 @@ func makeImage(ctx context.Context, image string, size int64) (*os.File, error) 
 // mount is the container's /workspace: a volume of the loop device,
 // removed with the container.
 func (w *workspace) mount() mount.Mount {
+	if w.volume != "" {
+		return mount.Mount{Type: mount.TypeVolume, Source: w.volume, Target: contexts.DefaultWorkingDir}
+	}
 	return mount.Mount{
 		Type:   mount.TypeVolume,
 		Target: contexts.DefaultWorkingDir,
@@ -126,16 +136,18 @@ func (r *Runtime) workspaceImage(id string) string {
 	return filepath.Join(r.cfg.WorkspaceDir, id+".img")
 }
 
-// removeWorkspace deletes context id's image, if it has one. Its loop
-// device has cleared itself when the container's volume was unmounted.
-func (r *Runtime) removeWorkspace(id string) error {
+// removeWorkspace deletes context id's image, if it has one, and its
+// volume on Podman. Its loop device has cleared itself when the
+// container's volume was unmounted.
+func (r *Runtime) removeWorkspace(ctx context.Context, id string) error {
 	if r.cfg.WorkspaceSize <= 0 || id == "" {
 		return nil
 	}
-	if err := os.Remove(r.workspaceImage(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	err := r.removeWorkspaceVolume(ctx, id)
+	if rerr := os.Remove(r.workspaceImage(id)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		err = errors.Join(err, rerr)
 	}
-	return nil
+	return err
 }
 
 // PruneWorkspaces deletes the images of contexts that have no container:
@@ -154,7 +166,7 @@ func (r *Runtime) PruneWorkspaces(ctx context.Context) error {
 		live[inst.ContextID] = true
 	}
 	images, _ := filepath.Glob(filepath.Join(r.cfg.WorkspaceDir, "ctx-*.img"))
-	var errs []error
+	errs := []error{r.pruneWorkspaceVolumes(ctx, live)}
 	for _, image := range images {
 		if id := strings.TrimSuffix(filepath.Base(image), ".img"); !live[id] {
 			errs = append(errs, os.Remove(image))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,6 +39,15 @@ func DaemonArgs() []string {
 		return []string{"--transport", t}
 	}
 	return nil
+}
+
+// EngineSocket is the unix socket of the engine the tests use: the one
+// DOCKER_HOST names, as the docker CLI and sandboxd take it, or Docker's.
+func EngineSocket() string {
+	if path, ok := strings.CutPrefix(os.Getenv("DOCKER_HOST"), "unix://"); ok {
+		return path
+	}
+	return "/var/run/docker.sock"
 }
 
 // RequireDocker skips tb when no Docker engine answers, or fails it when
