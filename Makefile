@@ -38,12 +38,13 @@ test-exec: images
 
 # The tests that touch the container runtime, run again against Podman's
 # Docker-compatible API, which scripts/podman.sh serves and loads the
-# images into.
+# images into; and a few over exec there, as on a Podman machine.
 PODMAN_SOCK ?= /run/sandboxd-podman/podman.sock
 PODMAN_TESTS = TestEndToEnd|TestStreaming|TestInterruptKeepsState|TestEnvAndWorkingDir|TestKernelDeathIsReported|TestRelayWebsocket|TestFilesRoundTrip|TestFilesPaths|TestFilesSpecial|TestCommands|TestAbandonedExecIsKilled|TestHostileCodeIsContained|TestBombsHitLimits|TestWorkspaceSize|TestContainerUserIsSet|TestContainerKilledFromOutside|TestEngineLoss|TestWarmPool|TestIdleContextsAreRemoved|TestRestartKeepsContexts|TestEgress|TestEgressFromContainer
 test-podman: images
 	PODMAN_SOCK=$(PODMAN_SOCK) ./scripts/podman.sh
 	DOCKER_HOST=unix://$(PODMAN_SOCK) SANDBOXD_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -timeout 15m -run '^($(PODMAN_TESTS))$$' ./cmd/sandboxd/
+	DOCKER_HOST=unix://$(PODMAN_SOCK) SANDBOXD_REQUIRE_DOCKER=1 SANDBOXD_TEST_TRANSPORT=exec $(GO) test -race -count=1 -timeout 15m -run '^(TestEndToEnd|TestEgress|TestRestartKeepsContexts)$$' ./cmd/sandboxd/
 
 # 1,000 create/execute/delete cycles instead of make test's 40; about half
 # an hour on 2 cores, where every cycle starts a kernel.

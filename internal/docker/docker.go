@@ -245,8 +245,11 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 	} else {
 		// The root is read-only: the server makes its socket in a tmpfs of
 		// the context user's own.
-		uid, gid, _ := strings.Cut(contexts.ContextUser, ":")
-		tmpfs[socketInContainer] = "rw,nosuid,nodev,noexec,size=1m,mode=0700,uid=" + uid + ",gid=" + gid
+		opts, err := r.socketTmpfs(ctx)
+		if err != nil {
+			return contexts.Instance{}, err
+		}
+		tmpfs[socketInContainer] = opts
 	}
 	inst := contexts.Instance{ContextID: spec.ContextID, Labels: labels}
 

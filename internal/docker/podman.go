@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
+
+	"github.com/sandboxd/sandboxd/internal/contexts"
 )
 
 // Podman serves the Docker engine API too (`podman system service`), with
@@ -86,6 +89,24 @@ func (r *Runtime) seccompOpt(ctx context.Context, transport string) (string, err
 		return "", fmt.Errorf("write seccomp profile: %w", err)
 	}
 	return "seccomp=" + path, nil
+}
+
+// socketTmpfs are the options of the tmpfs the server makes its socket in,
+// with TransportExec: owned by the context's user. Docker takes its uid
+// and gid; Podman takes neither, but U, which gives the tmpfs to the
+// container's user. A mode alone would not do: both engines copy the
+// image's directory, owned by root, over it.
+func (r *Runtime) socketTmpfs(ctx context.Context) (string, error) {
+	const opts = "rw,nosuid,nodev,noexec,size=1m,mode=0700,"
+	podman, err := r.isPodman(ctx)
+	if err != nil {
+		return "", err
+	}
+	if podman {
+		return opts + "U", nil
+	}
+	uid, gid, _ := strings.Cut(contexts.ContextUser, ":")
+	return opts + "uid=" + uid + ",gid=" + gid, nil
 }
 
 // Podman ignores the driver options of a container's anonymous volume, so
