@@ -29,7 +29,7 @@ test: images browser
 	$(MAKE) test-exec test-podman
 
 # The end-to-end tests of what goes between the daemon and its kernels.
-TRANSPORT_TESTS = TestEndToEnd|TestEngineLoss|TestStreaming|TestInterruptKeepsState|TestEnvAndWorkingDir|TestRichResults|TestLanguages|TestRelayWebsocket|TestContainerKilledFromOutside|TestDeleteWhileExecuting|TestKernelDeathIsReported|TestExecutionsOnOneContextTakeTurns|TestHugeOutputIsCappedWithFlatMemory|TestFilesRoundTrip|TestFilesPaths|TestFilesWithTheKernel|TestFilesSpecial|TestCommands|TestAbandonedExecIsKilled|TestEgress|TestWarmPool|TestRestartKeepsContexts|TestRestartWithBusyKernel|TestHistorySurvivesRestart|TestShutdownRemovesContexts
+TRANSPORT_TESTS = TestEndToEnd|TestEngineLoss|TestStreaming|TestInterruptKeepsState|TestEnvAndWorkingDir|TestRichResults|TestLanguages|TestRelayWebsocket|TestContainerKilledFromOutside|TestDeleteWhileExecuting|TestExecutionsOnOneContextTakeTurns|TestHugeOutputIsCappedWithFlatMemory|TestFilesRoundTrip|TestFilesPaths|TestFilesWithTheKernel|TestFilesSpecial|TestCommands|TestAbandonedExecIsKilled|TestEgress|TestWarmPool|TestRestartKeepsContexts|TestRestartWithBusyKernel|TestHistorySurvivesRestart|TestShutdownRemovesContexts
 
 # Those tests again with the daemon reaching kernels over the engine's exec
 # API, as where it shares no path with the engine's host (Docker Desktop).

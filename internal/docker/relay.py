@@ -34,8 +34,10 @@ def upstream():
             sock.sendall(data)
         # Passed on as a half-close: the server ends its side in turn.
         sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
+    except OSError as e:
+        # Never half a relay: the daemon must see the connection go.
+        sys.stderr.write("relay: %s\n" % e)
+        os._exit(1)
 
 threading.Thread(target=upstream, daemon=True).start()
 try:
