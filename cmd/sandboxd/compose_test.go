@@ -212,23 +212,7 @@ func TestComposeDeployment(t *testing.T) {
 		}
 	})
 	t.Run("interrupt", func(t *testing.T) {
-		done := make(chan executeJSON, 1)
-		go func() { done <- d.execute(t, a, "import time; time.sleep(60)", 120) }()
-		waitStatus(t, d, a, "busy")
-		start := time.Now()
-		if status := d.call(t, "POST", "/api/v1/contexts/"+a+"/interrupt", nil, nil); status != http.StatusNoContent {
-			t.Fatalf("interrupt: %d", status)
-		}
-		e := <-done
-		if took := time.Since(start); took > 10*time.Second {
-			t.Errorf("interrupt took %v", took)
-		}
-		if e.Success || e.Error == nil || e.Error.Name != "KeyboardInterrupt" {
-			t.Errorf("interrupted execution: %+v", e)
-		}
-		if e := d.execute(t, a, "print(x)", 0); e.Output.Stdout != "42\n" {
-			t.Errorf("after interrupt: %+v", e)
-		}
+		checkInterrupt(t, d, a, "import time; time.sleep(60)", "print(x)", "42\n")
 	})
 	t.Run("websocket relay", func(t *testing.T) {
 		conn, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(d.url, "http")+"/api/v1/contexts/"+a+"/ws", nil)

@@ -103,9 +103,16 @@ func TestInterruptKeepsState(t *testing.T) {
 	d := startDaemon(t)
 	id := d.create(t)
 	d.execute(t, id, "x = 7", 0)
+	checkInterrupt(t, d, id, "while True: pass", "print(x)", "7\n")
+}
 
-	done := make(chan executeJSON)
-	go func() { done <- d.execute(t, id, "while True: pass", 120) }()
+// checkInterrupt runs code, which does not end, in context id, interrupts
+// it, and checks that it ends at once with KeyboardInterrupt and that the
+// kernel kept its state: probe then prints want.
+func checkInterrupt(t *testing.T, d *daemon, id, code, probe, want string) {
+	t.Helper()
+	done := make(chan executeJSON, 1)
+	go func() { done <- d.execute(t, id, code, 120) }()
 	waitStatus(t, d, id, "busy")
 	start := time.Now()
 	if status := d.call(t, "POST", "/api/v1/contexts/"+id+"/interrupt", nil, nil); status != http.StatusNoContent {
@@ -118,7 +125,7 @@ func TestInterruptKeepsState(t *testing.T) {
 	if e.Success || e.Error == nil || e.Error.Name != "KeyboardInterrupt" {
 		t.Errorf("interrupted execution: %+v", e)
 	}
-	if e := d.execute(t, id, "print(x)", 0); e.Output.Stdout != "7\n" {
+	if e := d.execute(t, id, probe, 0); e.Output.Stdout != want {
 		t.Errorf("after interrupt: %+v", e)
 	}
 }

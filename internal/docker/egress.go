@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"net"
@@ -14,56 +15,21 @@ import (
 	"github.com/sandboxd/sandboxd/internal/contexts"
 )
 
+// forwarder is the program a context with networking runs to reach the
+// daemon's egress proxy; see forwarder.py. Every kernel image has Python,
+// since the Jupyter server is written in it.
+//
+//go:embed forwarder.py
+var forwarder string
+
 // The proxy a context with networking sees: a forwarder inside its
 // container listens here and passes each connection on, through the socket
-// directory, to the daemon's egress proxy. The container itself keeps no
+// directory or a relay, to the daemon's egress proxy. The container itself keeps no
 // network, so nothing but what the proxy allows gets out.
 const (
 	egressSocket  = "egress.sock"
 	egressAddress = "127.0.0.1:3128"
 )
-
-// egressForwarder runs inside the container, as its user. Every kernel
-// image has Python, since the Jupyter server is written in it. Once it
-// listens, or finds a forwarder listening already (started before a
-// restart of the daemon), it connects to the socket once and closes: that
-// tells the daemon it is ready, since it can write nothing in the sealed
-// socket directory.
-const egressForwarder = `
-import asyncio
-
-async def pipe(reader, writer):
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except OSError:
-        pass
-
-async def forward(client_reader, client_writer):
-    try:
-        reader, writer = await asyncio.open_unix_connection("` + socketInContainer + "/" + egressSocket + `")
-    except OSError:
-        client_writer.close()
-        return
-    await asyncio.gather(pipe(client_reader, writer), pipe(reader, client_writer))
-    writer.close()
-    client_writer.close()
-
-async def main():
-    try:
-        server = await asyncio.start_server(forward, "127.0.0.1", 3128)
-    except OSError:
-        server = None
-    _, ready = await asyncio.open_unix_connection("` + socketInContainer + "/" + egressSocket + `")
-    ready.close()
-    if server:
-        await server.serve_forever()
-
-asyncio.run(main())
-`
 
 // egressEnv points programs at the forwarder. Both spellings, since tools
 // differ in which one they read.
@@ -139,7 +105,7 @@ func (r *Runtime) egressOnSocket(ctx context.Context, inst contexts.Instance) (n
 // must find it.
 func (r *Runtime) startForwarder(ctx context.Context, inst contexts.Instance, l *net.UnixListener) error {
 	created, err := r.cli.ExecCreate(ctx, inst.ID, client.ExecCreateOptions{
-		Cmd: []string{"python3", "-c", egressForwarder},
+		Cmd: []string{"python3", "-S", "-c", forwarder, "socket", socketInContainer + "/" + egressSocket},
 	})
 	if err == nil {
 		_, err = r.cli.ExecStart(ctx, created.ID, client.ExecStartOptions{Detach: true})

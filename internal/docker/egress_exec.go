@@ -3,7 +3,6 @@ package docker
 import (
 	"bufio"
 	"context"
-	_ "embed"
 	"fmt"
 	"io"
 	"net"
@@ -13,9 +12,6 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/contexts"
 )
-
-//go:embed forwarder.py
-var execForwarder string
 
 // execEgressSocket is where the forwarder of a context reached through
 // exec takes the relays the daemon starts, inside its container.
@@ -36,7 +32,7 @@ func (r *Runtime) egressOnExec(ctx context.Context, inst contexts.Instance) (net
 		AttachStdin:  true,
 		AttachStdout: true,
 		AttachStderr: true,
-		Cmd:          []string{"python3", "-S", "-c", execForwarder, execEgressSocket},
+		Cmd:          []string{"python3", "-S", "-c", forwarder, "exec", execEgressSocket},
 	})
 	if err != nil {
 		return nil, translate(err, "start the egress forwarder in "+inst.ID)

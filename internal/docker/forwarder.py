@@ -1,17 +1,25 @@
-# The egress forwarder of a context reached through exec (TransportExec):
-# programs in the container connect to the proxy address, 127.0.0.1:3128,
-# and each connection is carried to the daemon's egress proxy by a relay
-# the daemon starts for it. It runs as the context's user:
+# The egress forwarder of a context with networking: programs in the
+# container connect to the proxy address, 127.0.0.1:3128, and it passes each
+# connection on to the daemon's egress proxy. It runs as the context's user,
+# in one of two ways:
 #
-#   python3 -S -c FORWARDER SOCKET
+#   python3 -S -c FORWARDER socket SOCKET
 #
-# Its stdin and stdout are the daemon's. It writes "ready" once it listens,
-# then the number of each connection a program makes; the daemon starts a
-# relay to SOCKET for it, which first sends that number back. When stdin
-# ends, the daemon is gone, and so is the forwarder.
+# With TransportSocket, SOCKET is the daemon's proxy, in the context's
+# sealed socket directory, and each connection goes to it. Once it listens,
+# or finds a forwarder listening already (started before a restart of the
+# daemon), it connects once and closes: that tells the daemon it is ready,
+# since it can write nothing in the sealed directory.
+#
+#   python3 -S -c FORWARDER exec SOCKET
+#
+# With TransportExec, its stdin and stdout are the daemon's. It writes
+# "ready" once it listens, then the number of each connection a program
+# makes; the daemon starts a relay to SOCKET for it, which first sends that
+# number back. When stdin ends, the daemon is gone, and so is the forwarder.
 import asyncio, itertools, os, sys
 
-path = sys.argv[1]
+mode, path = sys.argv[1], sys.argv[2]
 waiting = {}  # connection number -> the future its relay fulfils
 numbers = itertools.count(1)
 
@@ -25,22 +33,33 @@ async def pipe(reader, writer):
     except OSError:
         pass
 
-async def program(reader, writer):
+async def join(reader, writer, to_reader, to_writer):
+    await asyncio.gather(pipe(reader, to_writer), pipe(to_reader, writer))
+    to_writer.close()
+    writer.close()
+
+async def to_socket(reader, writer):
+    try:
+        to_reader, to_writer = await asyncio.open_unix_connection(path)
+    except OSError:
+        writer.close()
+        return
+    await join(reader, writer, to_reader, to_writer)
+
+async def to_relay(reader, writer):
     n = next(numbers)
     relay = asyncio.get_running_loop().create_future()
     waiting[n] = relay
     sys.stdout.write("%d\n" % n)
     sys.stdout.flush()
     try:
-        relay_reader, relay_writer = await asyncio.wait_for(relay, 30)
+        to_reader, to_writer = await asyncio.wait_for(relay, 30)
     except asyncio.TimeoutError:
         writer.close()
         return
     finally:
         waiting.pop(n, None)
-    await asyncio.gather(pipe(reader, relay_writer), pipe(relay_reader, writer))
-    relay_writer.close()
-    writer.close()
+    await join(reader, writer, to_reader, to_writer)
 
 async def relay(reader, writer):
     try:
@@ -52,11 +71,21 @@ async def relay(reader, writer):
         return
     relay.set_result((reader, writer))
 
-async def main():
+async def serve_socket():
+    try:
+        server = await asyncio.start_server(to_socket, "127.0.0.1", 3128)
+    except OSError:
+        server = None
+    _, ready = await asyncio.open_unix_connection(path)
+    ready.close()
+    if server:
+        await server.serve_forever()
+
+async def serve_exec():
     # The forwarder of a previous run of the daemon may not have gone yet.
     for _ in range(100):
         try:
-            server = await asyncio.start_server(program, "127.0.0.1", 3128)
+            await asyncio.start_server(to_relay, "127.0.0.1", 3128)
             break
         except OSError:
             await asyncio.sleep(0.1)
@@ -70,4 +99,4 @@ async def main():
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
     os._exit(0)
 
-asyncio.run(main())
+asyncio.run(serve_socket() if mode == "socket" else serve_exec())
