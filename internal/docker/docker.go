@@ -4,7 +4,6 @@ package docker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -312,106 +311,9 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 	return inst, nil
 }
 
-// removeDir removes an empty socket directory; "" is none.
-func removeDir(dir string) {
-	if dir != "" {
-		os.Remove(dir)
-	}
-}
-
-// socketDir returns inst's socket directory, as its label names it, if it
-// is the one Start makes: the directory named by the context id, in
-// SocketDir. A label is never trusted to name another path: Remove deletes
-// it, and /run/sandboxd/.. would be /run.
-func (r *Runtime) socketDir(inst contexts.Instance) (string, bool) {
-	dir, id := inst.Labels[labelSocketDir], inst.Labels[labelContextID]
-	if id == "" || id == "." || id == ".." || strings.ContainsRune(id, '/') {
-		return dir, false
-	}
-	return dir, dir == filepath.Join(r.cfg.SocketDir, id)
-}
-
-// Dial connects to the container's Jupyter server: through its socket
-// directory when the container has one (TransportSocket), through a relay
-// exec otherwise.
-//
-// Once the socket is in the directory, the directory is sealed: made
-// read-only to the container, so that nothing of the container's can
-// replace the socket (with a link to a socket of the host's, say) and lead
-// the daemon elsewhere. A relay runs in the container as its user, so it
-// can reach nothing the context's code cannot.
-func (r *Runtime) Dial(ctx context.Context, inst contexts.Instance) (net.Conn, error) {
-	if _, ok := inst.Labels[labelSocketDir]; !ok {
-		return r.dialExec(ctx, inst, socketInContainer+"/"+jupyterSocket)
-	}
-	dir, ok := r.socketDir(inst)
-	if !ok {
-		return nil, fmt.Errorf("dial %s: no socket directory", inst.ContextID)
-	}
-	sock := filepath.Join(dir, jupyterSocket)
-	if _, err := os.Lstat(sock); err == nil {
-		if err := os.Chmod(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("seal %s: %w", dir, err)
-		}
-	}
-	return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-}
-
 // Store keeps the contexts' records in StateDir, which only the daemon
 // reads.
 func (r *Runtime) Store() contexts.Store { return contexts.DirStore(r.cfg.StateDir) }
-
-// watchRetry and watchRetryMax space the retries of a wait that failed
-// (the engine is unreachable): the container may well be running, and its
-// kernel serving.
-const (
-	watchRetry    = 500 * time.Millisecond
-	watchRetryMax = 10 * time.Second
-)
-
-// Watch waits for the container in a goroutine of its own, as Nomad's
-// driver does, and calls ended once it no longer runs.
-func (r *Runtime) Watch(inst contexts.Instance, ended func(exit string)) {
-	r.watchers.Add(1)
-	go func() {
-		defer r.watchers.Done()
-		retry := watchRetry
-		for {
-			exit, err := r.wait(r.watching, inst)
-			if r.watching.Err() != nil {
-				return
-			}
-			if err == nil {
-				ended(exit)
-				return
-			}
-			select {
-			case <-time.After(retry):
-			case <-r.watching.Done():
-				return
-			}
-			retry = min(2*retry, watchRetryMax)
-		}
-	}()
-}
-
-// wait blocks until the container is no longer running and says how it
-// ended, or fails when the engine cannot be asked.
-func (r *Runtime) wait(ctx context.Context, inst contexts.Instance) (string, error) {
-	res := r.cli.ContainerWait(ctx, inst.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
-	select {
-	case w := <-res.Result:
-		if w.Error != nil {
-			return fmt.Sprintf("exited with %d: %s", w.StatusCode, w.Error.Message), nil
-		}
-		return fmt.Sprintf("exited with %d", w.StatusCode), nil
-	case err := <-res.Error:
-		if cerrdefs.IsNotFound(err) {
-			return "removed", nil
-		}
-		return "", translate(err, "wait for container")
-	}
-}
 
 // Remove removes the container, its volume and its socket directory. A
 // container already gone counts as removed.
@@ -479,72 +381,6 @@ func translate(err error, op string) error {
 
 func containsFold(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
-}
-
-// Endpoint returns a dialer for a context's Jupyter server, reached as
-// the daemon reaches it, and the server's token. Tools that measure
-// sandboxd against a bare kernel use it; the daemon itself keeps both from
-// Start. The socket of a context reached through its socket directory is
-// looked for in SocketDir first, then where its label says: a tool may see
-// the directory at another path than the daemon.
-func (r *Runtime) Endpoint(ctx context.Context, contextID string) (dial func(context.Context) (net.Conn, error), token string, err error) {
-	res, err := r.cli.ContainerInspect(ctx, "sandboxd-"+contextID, client.ContainerInspectOptions{})
-	if err != nil {
-		return nil, "", translate(err, "inspect container of "+contextID)
-	}
-	c := res.Container
-	if c.Config == nil {
-		return nil, "", fmt.Errorf("inspect container of %s: no config", contextID)
-	}
-	for _, env := range c.Config.Env {
-		if v, ok := strings.CutPrefix(env, "JUPYTER_TOKEN="); ok {
-			token = v
-		}
-	}
-	if token == "" {
-		return nil, "", fmt.Errorf("inspect container of %s: no JUPYTER_TOKEN", contextID)
-	}
-	dir, shared := c.Config.Labels[labelSocketDir]
-	if !shared {
-		inst := contexts.Instance{ContextID: contextID, ID: c.ID}
-		return func(ctx context.Context) (net.Conn, error) {
-			return r.dialExec(ctx, inst, socketInContainer+"/"+jupyterSocket)
-		}, token, nil
-	}
-	socket := filepath.Join(r.cfg.SocketDir, contextID, jupyterSocket)
-	if _, err := os.Stat(socket); err != nil {
-		socket = filepath.Join(dir, jupyterSocket)
-	}
-	return func(ctx context.Context) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-	}, token, nil
-}
-
-// MemoryUsage returns the memory a context's container uses now, in bytes,
-// computed as docker stats does: the page cache the kernel can drop at once
-// (inactive files) does not count.
-func (r *Runtime) MemoryUsage(ctx context.Context, contextID string) (uint64, error) {
-	res, err := r.cli.ContainerStats(ctx, "sandboxd-"+contextID, client.ContainerStatsOptions{})
-	if err != nil {
-		return 0, translate(err, "stats of "+contextID)
-	}
-	defer res.Body.Close()
-	var s container.StatsResponse
-	if err := json.NewDecoder(res.Body).Decode(&s); err != nil {
-		return 0, fmt.Errorf("stats of %s: decode: %w", contextID, err)
-	}
-	m := s.MemoryStats
-	// cgroup v1 names it total_inactive_file, v2 inactive_file; engines
-	// before 19.03 subtracted the whole cache.
-	for _, key := range []string{"total_inactive_file", "inactive_file", "cache"} {
-		if v, ok := m.Stats[key]; ok {
-			if v < m.Usage {
-				return m.Usage - v, nil
-			}
-			break
-		}
-	}
-	return m.Usage, nil
 }
 
 // Connect connects to the engine like New but makes no socket directory:
