@@ -196,11 +196,7 @@ func TestComposeDeployment(t *testing.T) {
 	})
 	t.Run("streaming", func(t *testing.T) {
 		events := d.stream(t, "/api/v1/contexts/"+a+"/execute", map[string]any{"code": "import time\nprint('first', flush=True)\ntime.sleep(1)\nprint(x)", "timeout": 30})
-		var names []string
-		for _, e := range events {
-			names = append(names, e.name)
-		}
-		if got := strings.Join(names, " "); got != "stdout stdout end" {
+		if got := eventNames(events); got != "stdout stdout end" {
 			t.Fatalf("events %q, want stdout stdout end", got)
 		}
 		if events[0].data != `{"text":"first\n"}` {

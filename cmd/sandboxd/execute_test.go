@@ -47,6 +47,15 @@ func (d *daemon) stream(tb testing.TB, path string, body any) []sseEvent {
 	return events
 }
 
+// eventNames lists the names of events, space-separated.
+func eventNames(events []sseEvent) string {
+	names := make([]string, len(events))
+	for i, e := range events {
+		names[i] = e.name
+	}
+	return strings.Join(names, " ")
+}
+
 // readSSE calls emit with each event of an event stream as it arrives,
 // until the stream ends.
 func readSSE(r io.Reader, emit func(sseEvent)) {
@@ -76,11 +85,7 @@ func TestStreaming(t *testing.T) {
 	if len(events) == 0 {
 		t.Fatal("no events")
 	}
-	var names []string
-	for _, e := range events {
-		names = append(names, e.name)
-	}
-	if got := strings.Join(names, " "); got != "stdout stdout error end" {
+	if got := eventNames(events); got != "stdout stdout error end" {
 		t.Fatalf("events %q, want stdout stdout error end", got)
 	}
 	if events[0].data != `{"text":"first\n"}` {
