@@ -156,6 +156,10 @@ func (p *poolSizes) String() string {
 
 func (p *poolSizes) Set(s string) error {
 	sizes := poolSizes{}
+	if s == "none" {
+		*p = sizes
+		return nil
+	}
 	for _, part := range strings.Split(s, ",") {
 		if part = strings.TrimSpace(part); part == "" {
 			continue

@@ -149,7 +149,7 @@ func New(cfg Config) (*Runners, error) {
 		}
 		i := slices.IndexFunc(cfg.Languages, func(l contexts.Language) bool { return l.Name == name })
 		if i < 0 {
-			r.log.Warn("no one-shot runners for a language this daemon does not serve", "language", name)
+			r.log.Info("no one-shot runners for a language this daemon does not serve", "language", name)
 			continue
 		}
 		r.pools[name] = newPool(r, cfg.Languages[i], program, size)
@@ -191,12 +191,17 @@ func (r *Runners) Run(ctx context.Context, req Request) (Result, error) {
 	}
 	// The run goes on if the client goes away, so that the runner is
 	// cleaned up and used again rather than removed mid-run.
-	res, err := p.run(context.WithoutCancel(ctx), rn, req)
-	if err != nil {
+	res, unfit, err := p.run(context.WithoutCancel(ctx), rn, req)
+	switch {
+	case err != nil:
 		p.discard(rn, err)
 		return Result{}, &contexts.Error{Code: CodeRunnerFailed, Message: "the runner failed the run; retry it", Err: err}
+	case unfit != nil:
+		// The run went well, but left what the cleanup cannot undo.
+		p.discard(rn, unfit)
+	default:
+		p.put(rn)
 	}
-	p.put(rn)
 	return res, nil
 }
 
@@ -219,13 +224,14 @@ type runner struct {
 // up; a run past it is a runner gone wrong.
 const grace = 15 * time.Second
 
-// run runs req in rn. An error means rn is not fit for another run.
-func (p *pool) run(ctx context.Context, rn *runner, req Request) (Result, error) {
+// run runs req in rn. An error means the run failed; unfit, that it went
+// well but rn is not clean: either way rn is not fit for another run.
+func (p *pool) run(ctx context.Context, rn *runner, req Request) (res Result, unfit, err error) {
 	limits := p.r.cfg.Limits
 	nonce := newNonce()
 	payload, err := json.Marshal(map[string]any{"code": req.Code, "preload": req.Preload, "mode": map[bool]string{true: "main", false: "script"}[req.Main], "arguments": req.Arguments})
 	if err != nil {
-		return Result{}, contexts.Errorf(contexts.CodeInvalid, "arguments: %v", err)
+		return Result{}, nil, contexts.Errorf(contexts.CodeInvalid, "arguments: %v", err)
 	}
 	stdout := bound.NewText(bound.NewBudget(limits.MaxOutput), nil)
 	stderr := bound.NewText(bound.NewBudget(limits.MaxOutput), nil)
@@ -244,26 +250,28 @@ func (p *pool) run(ctx context.Context, rn *runner, req Request) (Result, error)
 	stderr.Close()
 	switch {
 	case err != nil:
-		return Result{}, err
+		return Result{}, nil, err
 	case code != 0:
-		return Result{}, fmt.Errorf("the runner's driver exited with %d: %s", code, bound.Prefix(stderr.String(), 200))
+		return Result{}, nil, fmt.Errorf("the runner's driver exited with %d: %s", code, bound.Prefix(stderr.String(), 200))
 	case !split.found:
-		return Result{}, errors.New("the runner sent no report")
+		return Result{}, nil, errors.New("the runner sent no report")
 	case split.tooBig:
-		return Result{}, errors.New("the runner's report is too large")
+		return Result{}, nil, errors.New("the runner's report is too large")
 	}
 	rep, err := parseReport(split.report, nonce)
 	if err != nil {
-		return Result{}, err
+		return Result{}, nil, err
 	}
-	if len(rep.dirty) > 0 {
-		return Result{}, fmt.Errorf("the cleanup left: %s", strings.Join(rep.dirty, "; "))
+	switch {
+	case len(rep.dirty) > 0:
+		unfit = fmt.Errorf("the cleanup left: %s", strings.Join(rep.dirty, "; "))
+	case rn.modes != "" && rep.modes != rn.modes:
+		unfit = fmt.Errorf("the writable places' modes changed from %q to %q", rn.modes, rep.modes)
 	}
-	if rn.modes != "" && rep.modes != rn.modes {
-		return Result{}, fmt.Errorf("the writable places' modes changed from %q to %q", rn.modes, rep.modes)
+	if rn.modes == "" {
+		rn.modes = rep.modes
 	}
-	rn.modes = rep.modes
-	res := Result{
+	res = Result{
 		Stdout: stdout.String(), Stderr: stderr.String(), Truncated: stdout.Truncated() || stderr.Truncated(),
 		ExitCode: rep.exitCode, Elapsed: rep.elapsed, Artifacts: rep.artifacts, Skipped: rep.skipped,
 	}
@@ -279,7 +287,7 @@ func (p *pool) run(ctx context.Context, rn *runner, req Request) (Result, error)
 	if res.ExitCode != 0 {
 		res.Value = nil
 	}
-	return res, nil
+	return res, unfit, nil
 }
 
 func newNonce() string {
@@ -375,7 +383,10 @@ func (p *pool) make() (*runner, error) {
 		return nil, err
 	}
 	rn := &runner{inst: inst}
-	res, err := p.run(ctx, rn, Request{Timeout: 30 * time.Second})
+	res, unfit, err := p.run(ctx, rn, Request{Timeout: 30 * time.Second})
+	if err == nil {
+		err = unfit
+	}
 	if err == nil && res.ExitCode != 0 {
 		err = fmt.Errorf("the interpreter exited with %d: %s", res.ExitCode, bound.Prefix(res.Stderr, 500))
 	}
