@@ -13,10 +13,8 @@ type Spec struct {
 	// Labels describe the context on its instance, so it can be found again.
 	Labels map[string]string
 	// Cmd, when set, replaces what the image runs (its Jupyter server) as
-	// the instance's first process, and User ("uid:gid") the user it runs
-	// as, ContextUser when empty: for instances that are not contexts.
-	Cmd  []string
-	User string
+	// the instance's first process: for instances that are not contexts.
+	Cmd []string
 }
 
 // LabelRole marks an instance that is not a context, with what it is, so

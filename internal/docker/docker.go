@@ -268,16 +268,12 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 	}
 
 	name := "sandboxd-" + spec.ContextID
-	user := spec.User
-	if user == "" {
-		user = contexts.ContextUser // an image without USER would run as root
-	}
 	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: name,
 		Config: &container.Config{
 			Image:      spec.Image,
-			User:       user,
-			Entrypoint: spec.Cmd, // nil keeps the image's
+			User:       contexts.ContextUser, // an image without USER would run as root
+			Entrypoint: spec.Cmd,             // nil keeps the image's
 			Env:        []string{"JUPYTER_TOKEN=" + spec.Token},
 			Labels:     labels,
 		},

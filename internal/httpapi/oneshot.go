@@ -37,7 +37,8 @@ func addOneShotRoutes(r chi.Router, log *slog.Logger, svc oneShotService, timeou
 		})
 		r.Post(prefix+"/run", handleRAGFlowRun(log, svc, timeout))
 	}
-	deps := &difyDependencies{svc: svc, timeout: timeout}
+	// Reading the metadata of every package takes seconds on a busy host.
+	deps := &difyDependencies{svc: svc, timeout: max(timeout, time.Minute)}
 	r.Route(difyPrefix, func(r chi.Router) {
 		r.Post("/run", handleDifyRun(log, svc, timeout))
 		r.Get("/dependencies", deps.handle(false))

@@ -4,30 +4,39 @@
 // goes out, or removed.
 //
 // A runner is a container of a language's kernel image that runs no
-// Jupyter server: its first process (the keeper) only sleeps, as root
-// without capabilities, so that code, which runs as the context user, can
-// neither signal nor trace it. Each run is one exec of runner.sh as the
-// context user: it starts the interpreter in /workspace with the code on
-// stdin under a timeout, kills every process the user has (kill -1: the
-// detached ones too), sends the result and the artifacts, wipes every
-// writable place, and checks that no file, process or IPC object is left
-// and that the writable places have the modes of a fresh runner. Only a
-// runner whose report says so is used again; any other is removed and
-// replaced in the background.
+// Jupyter server: its first process is spawner.py, which code can neither
+// signal (it is PID 1) nor trace nor read (it is not dumpable). A run is
+// runner.sh, started by the spawner over the runner's socket, or by an
+// exec where the transport has no socket (exec): it starts the
+// interpreter in /workspace with the code on stdin under a timeout, kills
+// every process of the user (kill -1: the detached ones too), sends the
+// result and the artifacts, wipes every writable place, and checks that
+// no file, process or IPC object is left and that the writable places
+// have the modes of a fresh runner. The spawner then kills and checks
+// once more, itself, and ends the answer with its verdict, which code
+// cannot forge; over exec, the driver's exit status stands for it. Only a
+// runner found clean is used again; any other is removed and replaced in
+// the background.
 package oneshot
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -48,13 +57,6 @@ const (
 // roleRunner marks a runner's container (contexts.LabelRole), so that a
 // daemon's next run removes it rather than take it for a context's.
 const roleRunner = "one-shot runner"
-
-// keeper is a runner's first process. As PID 1 it reaps what it inherits.
-var keeper = []string{"sh", "-c", "while :; do sleep 2147483647; done"}
-
-// keeperUser is the keeper's: not the context user, so that code cannot
-// signal it, nor trace it, nor write its memory.
-const keeperUser = "0:0"
 
 // Limits bound what one run sends back.
 type Limits struct {
@@ -218,6 +220,9 @@ func (r *Runners) served() []string {
 type runner struct {
 	inst  contexts.Instance
 	modes string // of its writable places when it was made
+	// spawned says runs are started by its spawner, over a unix socket;
+	// otherwise by an exec.
+	spawned bool
 }
 
 // grace is how long past its timeout a run may take to report and clean
@@ -238,25 +243,40 @@ func (p *pool) run(ctx context.Context, rn *runner, req Request) (res Result, un
 	split := &splitter{marker: []byte(nonce + "\n"), user: stdout, max: limits.MaxResultBytes + limits.MaxArtifacts*limits.MaxArtifactBytes + 1<<20}
 	ctx, cancel := context.WithTimeout(ctx, req.Timeout+grace)
 	defer cancel()
-	code, err := p.r.cfg.Runtime.Exec(ctx, rn.inst, contexts.ExecSpec{
-		Cmd:    command(req.Timeout, limits, p.program),
-		User:   contexts.ContextUser,
-		Stdin:  strings.NewReader(nonce + "\n" + string(payload)),
-		Stdout: split,
-		Stderr: stderr,
-	})
+	stdin := nonce + "\n" + string(payload)
+	cmd := command(req.Timeout, limits, !rn.spawned, p.program)
+	var verdict string
+	if rn.spawned {
+		verdict, err = p.spawn(ctx, rn, cmd, stdin, split, stderr)
+	} else {
+		var code int
+		code, err = p.r.cfg.Runtime.Exec(ctx, rn.inst, contexts.ExecSpec{Cmd: cmd, User: contexts.ContextUser, Stdin: strings.NewReader(stdin), Stdout: split, Stderr: stderr})
+		if err == nil && code != 0 {
+			err = fmt.Errorf("the runner's driver exited with %d: %s", code, bound.Prefix(stderr.String(), 200))
+		}
+	}
 	split.finish()
 	stdout.Close()
 	stderr.Close()
 	switch {
 	case err != nil:
 		return Result{}, nil, err
-	case code != 0:
-		return Result{}, nil, fmt.Errorf("the runner's driver exited with %d: %s", code, bound.Prefix(stderr.String(), 200))
 	case !split.found:
 		return Result{}, nil, errors.New("the runner sent no report")
 	case split.tooBig:
 		return Result{}, nil, errors.New("the runner's report is too large")
+	}
+	if rn.spawned {
+		// The spawner's verdict ends the stream; nothing but it may.
+		report, ok := bytes.CutSuffix(split.report, []byte(verdict+" ok\n"))
+		if !ok {
+			i := bytes.LastIndex(split.report, []byte(verdict+" "))
+			if i < 0 {
+				return Result{}, nil, errors.New("the spawner gave no verdict")
+			}
+			return Result{}, nil, fmt.Errorf("the spawner found the runner %s", bound.Prefix(string(split.report[i+len(verdict)+1:]), 300))
+		}
+		split.report = report
 	}
 	rep, err := parseReport(split.report, nonce)
 	if err != nil {
@@ -376,13 +396,16 @@ func (p *pool) make() (*runner, error) {
 		ContextID: "oneshot-" + p.lang.Name + "-" + uuid.NewString()[:13],
 		Image:     p.lang.Image,
 		Labels:    map[string]string{contexts.LabelRole: roleRunner},
-		Cmd:       keeper,
-		User:      keeperUser,
+		Cmd:       []string{"python3", "-I", "-S", "-c", spawner},
 	})
 	if err != nil {
 		return nil, err
 	}
 	rn := &runner{inst: inst}
+	if rn.spawned, err = p.waitSpawner(ctx, rn); err != nil {
+		p.remove(rn)
+		return nil, err
+	}
 	res, unfit, err := p.run(ctx, rn, Request{Timeout: 30 * time.Second})
 	if err == nil {
 		err = unfit
@@ -475,4 +498,80 @@ func (p *pool) close() error {
 		errs = append(errs, p.remove(rn))
 	}
 	return errors.Join(errs...)
+}
+
+// waitSpawner waits for rn's spawner to listen, and reports whether runs
+// can be started through it: they can when the runtime reaches it over a
+// unix socket, which carries the file descriptor of the run's stderr.
+// Through any other connection (the exec transport's relay), runs are
+// execs.
+func (p *pool) waitSpawner(ctx context.Context, rn *runner) (bool, error) {
+	for {
+		conn, err := p.r.cfg.Runtime.Dial(ctx, rn.inst)
+		if err == nil {
+			_, ok := conn.(*net.UnixConn)
+			conn.Close()
+			return ok, nil
+		}
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return false, fmt.Errorf("the runner's spawner does not listen: %w", err)
+		}
+	}
+}
+
+// spawn has rn's spawner run cmd, with stdin, and copies its output. It
+// returns the nonce that starts the spawner's verdict, the last line of
+// stdout.
+func (p *pool) spawn(ctx context.Context, rn *runner, cmd []string, stdin string, stdout, stderr io.Writer) (string, error) {
+	conn, err := p.r.cfg.Runtime.Dial(ctx, rn.inst)
+	if err != nil {
+		return "", err
+	}
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		conn.Close()
+		return "", errors.New("the runner's spawner is not reached over a unix socket")
+	}
+	defer uc.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return "", err
+	}
+	defer errR.Close()
+	verdict := newNonce()
+	header, err := json.Marshal(map[string]any{"argv": cmd, "nonce": verdict})
+	if err != nil {
+		errW.Close()
+		return "", err
+	}
+	_, _, err = uc.WriteMsgUnix(binary.BigEndian.AppendUint32(nil, uint32(len(header))), syscall.UnixRights(int(errW.Fd())), nil)
+	errW.Close()
+	if err != nil {
+		return "", fmt.Errorf("send to the spawner: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() {
+		uc.Close()
+		errR.Close()
+	})
+	defer stop()
+	go func() {
+		// A command that does not read all of its input makes this fail;
+		// what it prints says the rest.
+		if _, err := uc.Write(append(header, stdin...)); err == nil {
+			uc.CloseWrite()
+		}
+	}()
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		io.Copy(stderr, errR)
+	}()
+	_, err = io.Copy(stdout, uc)
+	<-copied
+	if ctx.Err() != nil {
+		return "", ctx.Err()
+	}
+	return verdict, err
 }

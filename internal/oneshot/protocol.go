@@ -15,11 +15,14 @@ import (
 
 // runner.sh runs each request in a runner's container, and cleans up after
 // it; runner.py and runner.js are the programs it runs for Python and
-// Node.js. They travel with every exec, so any image with sh, coreutils
-// and the interpreter works unchanged.
+// Node.js; spawner.py is the runner's first process. They travel with
+// every container and run, so any image with sh, coreutils, Python and
+// the interpreter works unchanged.
 var (
 	//go:embed runner.sh
 	driver string
+	//go:embed spawner.py
+	spawner string
 	//go:embed runner.py
 	pythonRunner string
 	//go:embed runner.js
@@ -39,11 +42,14 @@ const (
 	exitKilled   = 128 + 9
 )
 
-// command is the exec that runs program under the driver.
-func command(timeout time.Duration, l Limits, program []string) []string {
+// command is the command that runs program under the driver. seed says
+// whether the driver seeds the writable places, which the spawner does
+// when it runs the command.
+func command(timeout time.Duration, l Limits, seed bool, program []string) []string {
 	return append([]string{"sh", "-c", driver, "sandboxd-runner",
 		strconv.FormatFloat(timeout.Seconds(), 'f', 3, 64),
-		strconv.Itoa(l.MaxArtifacts), strconv.Itoa(l.MaxArtifactBytes), strconv.Itoa(l.MaxResultBytes)}, program...)
+		strconv.Itoa(l.MaxArtifacts), strconv.Itoa(l.MaxArtifactBytes), strconv.Itoa(l.MaxResultBytes),
+		map[bool]string{true: "1", false: "0"}[seed]}, program...)
 }
 
 // report is what the driver says after the program: how it ended, what it

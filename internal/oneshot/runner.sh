@@ -2,15 +2,16 @@
 # was: see protocol.go, which reads what this prints.
 #
 # $1 is the timeout in seconds, $2 the most artifacts to send, $3 the
-# largest artifact and $4 the largest result, in bytes; the rest is the
-# program. Standard input is a line with a nonce, then the program's own
+# largest artifact and $4 the largest result, in bytes, $5 1 to seed the
+# writable places as the image wants (the spawner does it otherwise); the
+# rest is the program. Standard input is a line with a nonce, then the program's own
 # input. The program's stdout and stderr pass straight through; after it
 # and every process it started are gone, stdout gets the report, between
 # two nonce lines. The program never sees the nonce, so it cannot forge
 # a report.
 IFS= read -r nonce || exit 90
-limit=$1 nart=$2 artmax=$3 resmax=$4
-shift 4
+limit=$1 nart=$2 artmax=$3 resmax=$4 seed=$5
+shift 5
 result=/tmp/.sandboxd-result
 dirs='/workspace /tmp /dev/shm /dev/mqueue /run/sandboxd'
 cd /workspace || exit 91
@@ -66,14 +67,17 @@ stat -c %s -- "$result" "$@" | {
 }
 
 # Wipe every place the program could write, then check that all is as
-# when the runner was made: no file, no process, no IPC object.
+# when the runner was made: no file, no process, no IPC object. The
+# spawner's socket stays.
 set --
-for d in $dirs; do set -- "$@" "$d"/* "$d"/.[!.]* "$d"/..?*; done
-rm -rf -- "$@" 2>/dev/null || { chmod -R u+rwx -- "$@" 2>/dev/null; rm -rf -- "$@" 2>/dev/null; }
 for d in $dirs; do
 	for f in "$d"/* "$d"/.[!.]* "$d"/..?*; do
-		[ -e "$f" ] || [ -L "$f" ] && printf 'dirty file %s\n' "$f"
+		[ "$f" = /run/sandboxd/jupyter.sock ] || set -- "$@" "$f"
 	done
+done
+rm -rf -- "$@" 2>/dev/null || { chmod -R u+rwx -- "$@" 2>/dev/null; rm -rf -- "$@" 2>/dev/null; }
+for f; do
+	[ -e "$f" ] || [ -L "$f" ] && printf 'dirty file %s\n' "$f"
 done
 for p in /proc/[0-9]*; do
 	pid=${p#/proc/}
@@ -91,5 +95,5 @@ set -- $(stat -c %a:%u -- $dirs)
 printf 'modes %s\n' "$*"
 # What the image seeds its user's writable places with: matplotlib's font
 # cache, which takes seconds to build.
-[ -d /opt/matplotlib ] && [ -n "${MPLCONFIGDIR:-}" ] && cp -r /opt/matplotlib "$MPLCONFIGDIR"
+[ "$seed" = 1 ] && [ -d /opt/matplotlib ] && [ -n "${MPLCONFIGDIR:-}" ] && cp -r /opt/matplotlib "$MPLCONFIGDIR"
 printf '%s\n' "$nonce"
