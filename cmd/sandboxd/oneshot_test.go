@@ -259,7 +259,7 @@ def main():
 }
 
 func TestDifySandbox(t *testing.T) {
-	d := startDaemon(t, "--runners", "python=1", "--api-key", "dify-key", "--run-timeout", "2s")
+	d := startDaemon(t, "--runners", "python=1", "--api-key", "dify-key", "--run-timeout", "5s")
 	t.Run("key", func(t *testing.T) {
 		for _, key := range []string{"", "wrong"} {
 			status, body := d.post(t, "/v1/sandbox/run", map[string]string{"X-Api-Key": key}, map[string]any{"language": "python3", "code": "print(1)"})
@@ -279,6 +279,12 @@ func TestDifySandbox(t *testing.T) {
 	t.Run("run", func(t *testing.T) {
 		r := d.dify(t, "dify-key", "python3", "import json\nprint(json.dumps({'n': 6 * 7}))", "")
 		if r.Message != "success" || r.Data.Stdout != "{\"n\": 42}\n" || r.Data.Error != "" {
+			t.Errorf("%+v", r.Data)
+		}
+	})
+	t.Run("packages and exit", func(t *testing.T) {
+		r := d.dify(t, "dify-key", "python3", "import numpy, importlib.metadata\nprint(int(numpy.arange(4).sum()), importlib.metadata.version('numpy') == numpy.__version__)\nexit(0)\nprint('not reached')", "")
+		if r.Data.Stdout != "6 True\n" || r.Data.Error != "" {
 			t.Errorf("%+v", r.Data)
 		}
 	})

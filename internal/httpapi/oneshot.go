@@ -262,7 +262,8 @@ type difyDependencies struct {
 	list    []map[string]string
 }
 
-const listDependencies = `import importlib.metadata as m, json
+const listDependencies = `import importlib.metadata as m, json, site
+site.main()
 seen = {}
 for d in m.distributions():
     name = d.metadata["Name"]

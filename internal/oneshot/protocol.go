@@ -32,7 +32,7 @@ var (
 // interpreters are the programs that run a request's code, by the name of
 // the language whose image they run in.
 var interpreters = map[string][]string{
-	"python":     {"python3", "-I", "-B", "-c", pythonRunner},
+	"python":     {"python3", "-I", "-S", "-B", "-c", pythonRunner},
 	"javascript": {"node", "-e", nodeRunner},
 }
 

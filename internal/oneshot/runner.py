@@ -3,18 +3,39 @@
 # main returned, and the peak memory. The request's code runs in a
 # namespace of its own, as __main__, with its tracebacks pointing at its
 # own lines.
-import json, linecache, os, resource, sys, traceback
+#
+# The interpreter starts without the site module (-S), which costs more
+# than the rest of the start: site-packages join sys.path the first time
+# an import finds nothing in the standard library.
+import json, os, resource, sys
+import _sitebuiltins, builtins
 
+builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
+builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
+
+
+class LazySite:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        sys.meta_path.remove(LazySite)
+        import importlib.machinery, site
+
+        site.main()
+        return importlib.machinery.PathFinder.find_spec(name, path, target) if path is None else None
+
+
+sys.meta_path.append(LazySite)
 req = json.load(sys.stdin)
 report = os.fdopen(3, "w", encoding="utf-8")
 sys.path.insert(0, os.getcwd())
 os.makedirs("artifacts", exist_ok=True)
 out = {}
-ns = {"__name__": "__main__", "__builtins__": __builtins__}
+ns = {"__name__": "__main__", "__builtins__": builtins}
+sources = {}
 
 
 def run(source, filename):
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    sources[filename] = source
     exec(compile(source, filename, "exec"), ns)
 
 
@@ -35,6 +56,10 @@ try:
     except BaseException:
         out.pop("result", None)
         t, v, tb = sys.exc_info()
+        import linecache, traceback
+
+        for filename, source in sources.items():
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         traceback.print_exception(t, v, tb.tb_next)
         status = 1
 finally:
