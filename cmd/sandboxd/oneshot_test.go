@@ -369,3 +369,28 @@ func TestOneShotRunsLeaveNothing(t *testing.T) {
 		})
 	}
 }
+
+func TestNodeJSRun(t *testing.T) {
+	d := startDaemon(t, "--runners", "javascript=1", "--run-timeout", "10s")
+	if status, _ := d.send(t, "GET", "/healthz", nil, nil); status == http.StatusNotFound {
+		t.Skip("this daemon has no javascript language")
+	}
+	r := d.ragflow(t, "/run", "nodejs", "const fs = require('fs');\nfunction main(args) {\n  console.log('hi from node');\n  fs.writeFileSync('artifacts/out.json', JSON.stringify(args));\n  return { doubled: args.n * 2 };\n}", map[string]any{"n": 21})
+	if r.Status != "success" || r.Stdout != "hi from node\n" || r.Result == nil || string(r.Result.Value) != `{"doubled":42}` || len(r.Artifacts) != 1 || r.Artifacts[0].Name != "out.json" {
+		t.Errorf("sync main: %+v", r)
+	}
+	r = d.ragflow(t, "/run", "nodejs", "async function main(args) {\n  await new Promise((resolve) => setTimeout(resolve, 50));\n  return args.word + '!';\n}", map[string]any{"word": "async"})
+	if r.Status != "success" || r.Result == nil || string(r.Result.Value) != `"async!"` {
+		t.Errorf("async main: %+v", r)
+	}
+	r = d.ragflow(t, "/run", "nodejs", "function main() { throw new Error('node broke'); }", nil)
+	if r.Status != "program_error" || !strings.Contains(r.Stderr, "node broke") || r.Result != nil {
+		t.Errorf("throwing main: %+v", r)
+	}
+	if r := d.dify(t, "", "nodejs", "globalThis.leak = 1; console.log(typeof require('fs').readFileSync)", ""); r.Data.Stdout != "function\n" || r.Data.Error != "" {
+		t.Errorf("dify: %+v", r.Data)
+	}
+	if r := d.dify(t, "", "nodejs", "console.log(typeof globalThis.leak)", ""); r.Data.Stdout != "undefined\n" {
+		t.Errorf("dify: %+v", r.Data)
+	}
+}
