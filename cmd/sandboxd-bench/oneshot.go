@@ -223,7 +223,11 @@ func (r *oneShotReport) writeTable(w io.Writer) error {
 	row("RAGFlow /run p50 / p90", pair(l.RAGFlowP50, l.RAGFlowP90), "main(n) returns the answer; over execute at p50: "+msText(l.RAGFlowOverP50))
 	row("Dify /v1/sandbox/run p50 / p90", pair(l.DifyP50, l.DifyP90), "over execute at p50: "+msText(l.DifyOverP50))
 	row("sustained one-shot runs", rateText(s.PerSecond), fmt.Sprintf("%d right answers from %d clients in %.0f s; p50 / p99 %s", s.Runs, s.Clients, s.Seconds, pair(s.P50, s.P99)))
-	row("wrong answers / errors", fmt.Sprintf("%d / %d", s.Wrong, s.Errors), orNone(s.FirstErr))
+	note := "none"
+	if s.FirstErr != "" {
+		note = "first error: " + s.FirstErr
+	}
+	row("wrong answers / errors", fmt.Sprintf("%d / %d", s.Wrong, s.Errors), note)
 	tw.Flush()
 	_, err := w.Write(buf.Bytes())
 	return err
