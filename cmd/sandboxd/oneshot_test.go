@@ -162,6 +162,18 @@ func TestRAGFlowRun(t *testing.T) {
 			}
 		}
 	})
+	t.Run("arguments of every JSON kind", func(t *testing.T) {
+		args := map[string]any{"s": "quote\" back\\slash <tag> é 😀 \u2028", "l": []any{1.5, -2, true, false, nil}, "d": map[string]any{"k": map[string]any{}}, "n": nil}
+		r := d.ragflow(t, "/run", "python", "def main(**kw):\n    return kw\n", args)
+		want, _ := json.Marshal(args)
+		var got any
+		if r.Result != nil {
+			json.Unmarshal(r.Result.Value, &got)
+		}
+		if gotJSON, _ := json.Marshal(got); r.Status != "success" || string(gotJSON) != string(want) {
+			t.Errorf("%+v: got %s, want %s", r, gotJSON, want)
+		}
+	})
 	t.Run("exception", func(t *testing.T) {
 		r := d.ragflow(t, "/run", "python", "def main():\n    raise ValueError('bad input')\n", nil)
 		if r.Status != "program_error" || r.ExitCode != 1 || !strings.Contains(r.Stderr, "ValueError: bad input") || !strings.Contains(r.Stderr, `File "main.py", line 2, in main`) || r.Result != nil {
