@@ -174,6 +174,14 @@ func TestRAGFlowRun(t *testing.T) {
 			t.Errorf("%+v: got %s, want %s", r, gotJSON, want)
 		}
 	})
+	t.Run("a value that is not JSON", func(t *testing.T) {
+		for _, value := range []string{"object()", "float('nan')"} {
+			r := d.ragflow(t, "/run", "python", "def main():\n    return "+value+"\n", nil)
+			if r.Status != "program_error" || r.Result != nil || !strings.Contains(r.Stderr, "JSON") {
+				t.Errorf("%s: %+v", value, r)
+			}
+		}
+	})
 	t.Run("exception", func(t *testing.T) {
 		r := d.ragflow(t, "/run", "python", "def main():\n    raise ValueError('bad input')\n", nil)
 		if r.Status != "program_error" || r.ExitCode != 1 || !strings.Contains(r.Stderr, "ValueError: bad input") || !strings.Contains(r.Stderr, `File "main.py", line 2, in main`) || r.Result != nil {

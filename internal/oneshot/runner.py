@@ -7,9 +7,10 @@
 # The interpreter starts without the site module (-S), which costs more
 # than the rest of the start: site-packages join sys.path the first time
 # an import finds nothing in the standard library. The json module (and re
-# with it) costs nearly as much, and is imported only for main's value:
-# the request, JSON that the daemon wrote, is a Python expression too once
-# true, false and null are names.
+# with it) costs nearly as much, and is not imported: the request, JSON
+# that the daemon wrote, is a Python expression too once true, false and
+# null are names; main's value is written by the C encoder json.dumps
+# itself uses.
 import os, resource, sys
 import _sitebuiltins, builtins
 
@@ -37,6 +38,21 @@ ns = {"__name__": "__main__", "__builtins__": builtins}
 sources = {}
 
 
+def to_json(value):
+    try:
+        import _json
+
+        def default(o):
+            raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+        encode = _json.make_encoder({}, default, _json.encode_basestring, None, ":", ",", False, False, False)
+    except (ImportError, AttributeError, TypeError):
+        import json
+
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return "".join(encode(value, 0))
+
+
 def run(source, filename):
     sources[filename] = source
     exec(compile(source, filename, "exec"), ns)
@@ -52,10 +68,8 @@ try:
             if not callable(ns.get("main")):
                 raise NameError("the code defines no function main")
             value = ns["main"](**(req.get("arguments") or {}))
-            import json
-
             # Fails here, as the program's own error, when value is not JSON.
-            out["result"] = json.dumps({"present": True, "value": value, "type": "json"}, ensure_ascii=False, allow_nan=False)
+            out["result"] = to_json({"present": True, "value": value, "type": "json"})
     except SystemExit:
         raise
     except BaseException:
