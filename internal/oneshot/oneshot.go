@@ -266,23 +266,26 @@ func (p *pool) run(ctx context.Context, rn *runner, req Request) (res Result, un
 	case split.tooBig:
 		return Result{}, nil, errors.New("the runner's report is too large")
 	}
+	var dirty string
 	if rn.spawned {
-		// The spawner's verdict ends the stream; nothing but it may.
-		report, ok := bytes.CutSuffix(split.report, []byte(verdict+" ok\n"))
-		if !ok {
-			i := bytes.LastIndex(split.report, []byte(verdict+" "))
-			if i < 0 {
-				return Result{}, nil, errors.New("the spawner gave no verdict")
-			}
-			return Result{}, nil, fmt.Errorf("the spawner found the runner %s", bound.Prefix(string(split.report[i+len(verdict)+1:]), 300))
+		// The spawner's verdict ends the stream; nothing but it may. A
+		// runner it finds dirty goes, but the run's answer stands.
+		i := bytes.LastIndex(split.report, []byte(verdict+" "))
+		if i < 0 || !bytes.HasSuffix(split.report, []byte("\n")) || bytes.IndexByte(split.report[i:len(split.report)-1], '\n') >= 0 {
+			return Result{}, nil, errors.New("the spawner gave no verdict")
 		}
-		split.report = report
+		if v := string(split.report[i+len(verdict)+1 : len(split.report)-1]); v != "ok" {
+			dirty = "the spawner found the runner " + bound.Prefix(v, 300)
+		}
+		split.report = split.report[:i]
 	}
 	rep, err := parseReport(split.report, nonce)
 	if err != nil {
 		return Result{}, nil, err
 	}
 	switch {
+	case dirty != "":
+		unfit = errors.New(dirty)
 	case len(rep.dirty) > 0:
 		unfit = fmt.Errorf("the cleanup left: %s", strings.Join(rep.dirty, "; "))
 	case rn.modes != "" && rep.modes != rn.modes:

@@ -26,7 +26,6 @@ func TestParseReport(t *testing.T) {
 		"no end":             "rc 0\nmodes x\n",
 		"after the end":      "rc 0\nmodes x\n" + testNonce + "\nmore",
 		"no rc":              "modes x\n" + testNonce + "\n",
-		"no modes":           "rc 0\n" + testNonce + "\n",
 		"unknown line":       "rc 0\nmodes x\nhello\n" + testNonce + "\n",
 		"size past the end":  "rc 0\nmodes x\nresult 999\n" + testNonce + "\n",
 		"negative size":      "rc 0\nmodes x\nartifact -1 a.png\n" + testNonce + "\n",

@@ -3,8 +3,8 @@
 #
 # $1 is the timeout in seconds, $2 the most artifacts to send, $3 the
 # largest artifact and $4 the largest result, in bytes, $5 1 to seed the
-# writable places as the image wants (the spawner does it otherwise); the
-# rest is the program. Standard input is a line with a nonce, then the program's own
+# writable places as the image wants and report their modes (the spawner
+# does both otherwise); the rest is the program. Standard input is a line with a nonce, then the program's own
 # input. The program's stdout and stderr pass straight through; after it
 # and every process it started are gone, stdout gets the report, between
 # two nonce lines. The program never sees the nonce, so it cannot forge
@@ -91,8 +91,11 @@ done
 for ipc in shm sem msg; do
 	{ read -r _ && read -r line; } <"/proc/sysvipc/$ipc" 2>/dev/null && [ -n "$line" ] && printf 'dirty ipc %s\n' "$ipc"
 done
-set -- $(stat -c %a:%u -- $dirs)
-printf 'modes %s\n' "$*"
+# The spawner checks the modes itself.
+if [ "$seed" = 1 ]; then
+	set -- $(stat -c %a:%u -- $dirs)
+	printf 'modes %s\n' "$*"
+fi
 # What the image seeds its user's writable places with: matplotlib's font
 # cache, which takes seconds to build.
 [ "$seed" = 1 ] && [ -d /opt/matplotlib ] && [ -n "${MPLCONFIGDIR:-}" ] && cp -r /opt/matplotlib "$MPLCONFIGDIR"

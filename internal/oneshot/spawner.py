@@ -56,6 +56,21 @@ def reap():
             return
 
 
+def modes():
+    """The modes of the writable places but the socket's, which the daemon
+    seals when it first connects."""
+    found = {}
+    for place in PLACES:
+        if place == "/run/sandboxd":
+            continue
+        try:
+            st = os.stat(place)
+            found[place] = (st.st_mode, st.st_uid)
+        except FileNotFoundError:
+            pass
+    return found
+
+
 def clean():
     problems = []
     for attempt in range(50):
@@ -77,6 +92,8 @@ def clean():
             continue
         if extra:
             problems.append("files in " + place)
+    if modes() != MODES:
+        problems.append("the modes of the writable places changed")
     mpl = os.environ.get("MPLCONFIGDIR")
     if mpl and os.path.isdir(SEED):
         shutil.rmtree(mpl, ignore_errors=True)
@@ -92,6 +109,7 @@ server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 server.bind(SOCKET)
 os.chmod(SOCKET, 0o666)
 server.listen(16)
+MODES = modes()
 clean()
 while True:
     conn, _ = server.accept()
