@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
 // post sends body as JSON to path with headers, and returns the status
@@ -412,5 +415,35 @@ func TestNodeJSRun(t *testing.T) {
 	}
 	if r := d.dify(t, "", "nodejs", "console.log(typeof globalThis.leak)", ""); r.Data.Stdout != "undefined\n" {
 		t.Errorf("dify: %+v", r.Data)
+	}
+}
+
+// Runners go when the daemon stops, and a runner a previous run left (it
+// was killed) is removed at the next start, never listed as a context.
+func TestRunnersAreRemoved(t *testing.T) {
+	d := startDaemon(t, "--runners", "python=2")
+	d.waitRunners(t, 2)
+	d.shutdown(t)
+	if ids := d.runnerIDs(t); len(ids) != 0 {
+		t.Errorf("runners after shutdown: %v", ids)
+	}
+
+	owner := testenv.Owner(t)
+	name := owner + "-runner"
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
+	out, err := exec.Command("docker", "run", "-d", "--name", name, "--network", "none", "--label", "sandboxd.owner="+owner,
+		"--label", "sandboxd.context_id=oneshot-python-left", "--label", "sandboxd.role=one-shot runner",
+		"--entrypoint", "sleep", testenv.KernelImage(), "1000").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker run: %v: %s", err, out)
+	}
+	d = startDaemon(t, "--name", owner)
+	for deadline := time.Now().Add(time.Minute); exec.Command("docker", "inspect", name).Run() == nil; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the runner a previous run left was not removed")
+		}
+	}
+	if list := d.list(t); len(list) != 0 {
+		t.Errorf("contexts: %+v", list)
 	}
 }
