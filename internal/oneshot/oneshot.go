@@ -187,13 +187,17 @@ func (r *Runners) Run(ctx context.Context, req Request) (Result, error) {
 	if p == nil {
 		return Result{}, contexts.Errorf(contexts.CodeUnsupportedLanguage, "one-shot runs of %q are not served (served: %s)", req.Language, strings.Join(r.served(), ", "))
 	}
+	payload, err := json.Marshal(map[string]any{"code": req.Code, "preload": req.Preload, "mode": map[bool]string{true: "main", false: "script"}[req.Main], "arguments": req.Arguments})
+	if err != nil {
+		return Result{}, contexts.Errorf(contexts.CodeInvalid, "arguments: %v", err)
+	}
 	rn, err := p.take(ctx)
 	if err != nil {
 		return Result{}, err
 	}
 	// The run goes on if the client goes away, so that the runner is
 	// cleaned up and used again rather than removed mid-run.
-	res, unfit, err := p.run(context.WithoutCancel(ctx), rn, req)
+	res, unfit, err := p.run(context.WithoutCancel(ctx), rn, req.Timeout, payload)
 	switch {
 	case err != nil:
 		p.discard(rn, err)
@@ -229,22 +233,19 @@ type runner struct {
 // up; a run past it is a runner gone wrong.
 const grace = 15 * time.Second
 
-// run runs req in rn. An error means the run failed; unfit, that it went
-// well but rn is not clean: either way rn is not fit for another run.
-func (p *pool) run(ctx context.Context, rn *runner, req Request) (res Result, unfit, err error) {
+// run runs the request payload, as runner.py and runner.js read it, in
+// rn. An error means the run failed; unfit, that it went well but rn is
+// not clean: either way rn is not fit for another run.
+func (p *pool) run(ctx context.Context, rn *runner, timeout time.Duration, payload []byte) (res Result, unfit, err error) {
 	limits := p.r.cfg.Limits
 	nonce := newNonce()
-	payload, err := json.Marshal(map[string]any{"code": req.Code, "preload": req.Preload, "mode": map[bool]string{true: "main", false: "script"}[req.Main], "arguments": req.Arguments})
-	if err != nil {
-		return Result{}, nil, contexts.Errorf(contexts.CodeInvalid, "arguments: %v", err)
-	}
 	stdout := bound.NewText(bound.NewBudget(limits.MaxOutput), nil)
 	stderr := bound.NewText(bound.NewBudget(limits.MaxOutput), nil)
 	split := &splitter{marker: []byte(nonce + "\n"), user: stdout, max: limits.MaxResultBytes + limits.MaxArtifacts*limits.MaxArtifactBytes + 1<<20}
-	ctx, cancel := context.WithTimeout(ctx, req.Timeout+grace)
+	ctx, cancel := context.WithTimeout(ctx, timeout+grace)
 	defer cancel()
 	stdin := nonce + "\n" + string(payload)
-	cmd := command(req.Timeout, limits, !rn.spawned, p.program)
+	cmd := command(timeout, limits, !rn.spawned, p.program)
 	var verdict string
 	if rn.spawned {
 		verdict, err = p.spawn(ctx, rn, cmd, stdin, split, stderr)
@@ -298,7 +299,7 @@ func (p *pool) run(ctx context.Context, rn *runner, req Request) (res Result, un
 		Stdout: stdout.String(), Stderr: stderr.String(), Truncated: stdout.Truncated() || stderr.Truncated(),
 		ExitCode: rep.exitCode, Elapsed: rep.elapsed, Artifacts: rep.artifacts, Skipped: rep.skipped,
 	}
-	res.TimedOut = rep.exitCode == exitTimedOut || rep.exitCode == exitKilled && rep.elapsed >= req.Timeout
+	res.TimedOut = rep.exitCode == exitTimedOut || rep.exitCode == exitKilled && rep.elapsed >= timeout
 	res.Killed = rep.exitCode == exitKilled && !res.TimedOut
 	var program struct {
 		Result   *Value `json:"result"`
@@ -409,7 +410,7 @@ func (p *pool) make() (*runner, error) {
 		p.remove(rn)
 		return nil, err
 	}
-	res, unfit, err := p.run(ctx, rn, Request{Timeout: 30 * time.Second})
+	res, unfit, err := p.run(ctx, rn, 30*time.Second, []byte(`{"code":"","mode":"script"}`))
 	if err == nil {
 		err = unfit
 	}
