@@ -305,7 +305,10 @@ func (p *pool) run(ctx context.Context, rn *runner, timeout time.Duration, paylo
 		Result   *Value `json:"result"`
 		MaxRSSKB int64  `json:"max_rss_kb"`
 	}
-	if len(rep.program) > 0 && json.Unmarshal(rep.program, &program) == nil {
+	switch {
+	case len(rep.program) > limits.MaxResultBytes:
+		res.Skipped = append(res.Skipped, fmt.Sprintf("result_too_large over %d bytes", limits.MaxResultBytes))
+	case len(rep.program) > 0 && json.Unmarshal(rep.program, &program) == nil:
 		res.Value, res.MaxRSSKB = program.Result, program.MaxRSSKB
 	}
 	if res.ExitCode != 0 {

@@ -57,7 +57,7 @@ func command(timeout time.Duration, l Limits, seed bool, program []string) []str
 type report struct {
 	exitCode  int
 	elapsed   time.Duration // at the resolution of /proc/uptime: 10ms
-	program   []byte        // what the program wrote to fd 3, JSON
+	program   []byte        // what the program wrote to fd 3: a line of JSON
 	artifacts []Artifact
 	skipped   []string // artifacts not sent: over the count or the size
 	dirty     []string // what the cleanup found left
@@ -95,22 +95,22 @@ func parseReport(b []byte, nonce string) (report, error) {
 			var cs int
 			cs, err = strconv.Atoi(rest)
 			r.elapsed = time.Duration(cs) * 10 * time.Millisecond
-		case "result", "artifact":
+		case "program":
+			// One line, of what the program wrote to fd 3.
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				return r, errors.New("the program's report has no end")
+			}
+			r.program, b = b[:i:i], b[i+1:]
+		case "artifact":
 			sizeText, name, _ := strings.Cut(rest, " ")
 			size, serr := strconv.Atoi(sizeText)
 			if serr != nil || size < 0 || size > len(b) {
 				return r, fmt.Errorf("bad %s size %q", word, sizeText)
 			}
-			content := b[:size:size]
+			r.artifacts = append(r.artifacts, Artifact{Name: name, MIMEType: mimeType(name), Size: size, Content: b[:size:size]})
 			b = b[size:]
-			if word == "result" {
-				r.program = content
-			} else {
-				r.artifacts = append(r.artifacts, Artifact{Name: name, MIMEType: mimeType(name), Size: size, Content: content})
-			}
 		case "dropped", "too_large":
-			r.skipped = append(r.skipped, line)
-		case "result_too_large":
 			r.skipped = append(r.skipped, line)
 		case "dirty":
 			r.dirty = append(r.dirty, rest)

@@ -8,7 +8,7 @@ import (
 const testNonce = "sandboxd-0123"
 
 func TestParseReport(t *testing.T) {
-	good := "rc 0\nelapsed_cs 12\nresult 12\n{\"result\":1}artifact 3 a b.png\nPNGdropped c.csv\ntoo_large 99 d.csv\nmodes 755:1 1777:0\n" + testNonce + "\n"
+	good := "rc 0\nelapsed_cs 12\nprogram\n{\"result\":1}\nartifact 3 a b.png\nPNGdropped c.csv\ntoo_large 99 d.csv\nmodes 755:1 1777:0\n" + testNonce + "\n"
 	r, err := parseReport([]byte(good), testNonce)
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +27,8 @@ func TestParseReport(t *testing.T) {
 		"after the end":      "rc 0\nmodes x\n" + testNonce + "\nmore",
 		"no rc":              "modes x\n" + testNonce + "\n",
 		"unknown line":       "rc 0\nmodes x\nhello\n" + testNonce + "\n",
-		"size past the end":  "rc 0\nmodes x\nresult 999\n" + testNonce + "\n",
+		"size past the end":  "rc 0\nmodes x\nartifact 999 a.png\n" + testNonce + "\n",
+		"program cut short":  "rc 0\nprogram\n{",
 		"negative size":      "rc 0\nmodes x\nartifact -1 a.png\n" + testNonce + "\n",
 		"rc not a number":    "rc x\nmodes x\n" + testNonce + "\n",
 		"another nonce only": "rc 0\nmodes x\nsandboxd-other\n",

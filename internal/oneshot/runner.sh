@@ -27,7 +27,6 @@ read -r t1 _ </proc/uptime
 printf '%s\nrc %s\nelapsed_cs %s\n' "$nonce" "$rc" $((${t1%.*}${t1#*.} - ${t0%.*}${t0#*.}))
 
 # Artifacts: regular files of known kinds in artifacts/ or the working dir.
-: >>"$result"
 set --
 n=0
 for f in artifacts/* *; do
@@ -47,14 +46,12 @@ for f in artifacts/* *; do
 	n=$((n + 1))
 	set -- "$@" "$f"
 done
-stat -c %s -- "$result" "$@" | {
-	read -r size
-	if [ "$size" -gt "$resmax" ]; then
-		printf 'result_too_large %s\n' "$size"
-	elif [ "$size" -gt 0 ]; then
-		printf 'result %s\n' "$size"
-		cat -- "$result"
-	fi
+# What the program reported, one line of JSON; the daemon finds it too
+# large when it holds more than $resmax bytes.
+printf 'program\n'
+head -c "$((resmax + 1))" -- "$result"
+printf '\n'
+[ $# -gt 0 ] && stat -c %s -- "$@" | {
 	for f; do
 		read -r size
 		if [ "$size" -gt "$artmax" ]; then
