@@ -372,6 +372,13 @@ func TestOneShotRunsLeaveNothing(t *testing.T) {
 		{"environment", "import os\nos.environ['SECRET'] = '1'\nos.putenv('SECRET2', '1')\nopen(os.path.expanduser('~/.profile'), 'w').write('export SECRET=1')", "import os, subprocess\nprint('clean' if 'SECRET' not in os.environ and subprocess.run(['sh', '-lc', 'echo -n $SECRET$SECRET2'], capture_output=True).stdout == b'' else 'leaked')", false},
 		{"detached process", "import subprocess\nsubprocess.Popen(['setsid', 'sh', '-c', 'sleep 1000'])\nsubprocess.run(['sh', '-c', '(sleep 2; echo late > /tmp/late; echo late > /workspace/late) &'])",
 			"import os, time\ntime.sleep(3)\nprocs = [open(f'/proc/{p}/cmdline').read() for p in os.listdir('/proc') if p.isdigit() and os.stat(f'/proc/{p}').st_uid == os.getuid() and int(p) != os.getpid() and int(p) != os.getppid()]\nprocs = [p for p in procs if p.startswith('sleep') or p.startswith('sh\\0-c\\0sleep') or p.startswith('sh\\0-c\\0(sleep')]\nprint('clean' if not procs and not os.path.exists('/tmp/late') and not os.path.exists('/workspace/late') else (procs, os.listdir('/tmp')))", false},
+		{"a run asked of the spawner", `import json, os, socket, struct
+c = socket.socket(socket.AF_UNIX)
+c.connect("/run/sandboxd/jupyter.sock")
+head = json.dumps({"argv": ["sh", "-c", "sleep 3; echo late > /tmp/spawned"], "nonce": "x"}).encode()
+r, w = os.pipe()
+socket.send_fds(c, [struct.pack(">I", len(head))], [w])
+c.sendall(head)`, "import os, time\ntime.sleep(4)\nprint('clean' if not os.path.exists('/tmp/spawned') else 'leaked')", false},
 		{"mode of the working dir", "import os\nos.chmod('/workspace', 0o777)", "import os\nprint('clean' if os.stat('/workspace').st_mode & 0o777 == 0o755 else oct(os.stat('/workspace').st_mode))", true},
 		{"System V shared memory", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nassert libc.shmget(0x5eed, 4096, 0o1666) >= 0", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint('clean' if libc.shmget(0x5eed, 0, 0o666) == -1 else 'leaked')", true},
 	} {

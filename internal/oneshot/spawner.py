@@ -8,7 +8,9 @@
 # seeds them as the image wants, and ends the stream with the nonce and
 # its verdict. Code cannot forge the verdict: the nonce never leaves this
 # process, which code can neither signal (it is PID 1), nor trace, nor
-# read (it is not dumpable).
+# read (it is not dumpable). Nor can code ask for a run: only a peer
+# outside the runner's pid namespace, whose pid the kernel gives as 0, is
+# served.
 import ctypes, json, os, shutil, signal, socket, struct, time
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -115,6 +117,9 @@ while True:
     conn, _ = server.accept()
     fds = []
     try:
+        peer = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        if peer[0] != 0:
+            raise PermissionError("a process in the runner")
         conn.settimeout(10)
         head, fds, _, _ = socket.recv_fds(conn, 4, 1)
         head += recv_exact(conn, 4 - len(head))
