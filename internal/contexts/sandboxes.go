@@ -148,6 +148,30 @@ func (m *Manager) templateLanguage(name string) (Language, error) {
 // languages, with whether each one's image is installed.
 func (m *Manager) Templates(ctx context.Context) ([]LanguageStatus, error) { return m.Languages(ctx) }
 
+// Template returns the template name stands for. Errors:
+// CodeTemplateNotFound, CodeRuntimeUnavailable.
+func (m *Manager) Template(ctx context.Context, name string) (LanguageStatus, error) {
+	l, err := m.templateLanguage(name)
+	if err != nil {
+		return LanguageStatus{}, err
+	}
+	ok, err := m.rt.HasImage(ctx, l.Image)
+	if err != nil {
+		return LanguageStatus{}, err
+	}
+	return LanguageStatus{Name: l.Name, Image: l.Image, Installed: ok}, nil
+}
+
+// WorkingDir returns the dir the paths of files and commands given to id,
+// a sandbox's or a context's, are relative to. Errors: those of files.
+func (m *Manager) WorkingDir(id string) (string, error) {
+	t, err := m.running(id)
+	if err != nil {
+		return "", err
+	}
+	return t.workDir, nil
+}
+
 // sandboxIdleTimeout is the idle timeout a sandbox asking for d gets.
 func (m *Manager) sandboxIdleTimeout(d time.Duration) (time.Duration, error) {
 	switch {
