@@ -362,6 +362,7 @@ func (m *Manager) createInSandbox(ctx context.Context, req CreateRequest, lang L
 		err = Errorf(CodeTooManyContexts, "sandbox %s has %d contexts, the most one sandbox holds; delete some first", b.id, MaxSandboxContexts)
 	default:
 		b.starting++
+		b.lastActivity = time.Now().UTC()
 	}
 	b.mu.Unlock()
 	if err != nil {
@@ -375,6 +376,15 @@ func (m *Manager) createInSandbox(ctx context.Context, req CreateRequest, lang L
 
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.CreateTimeout)
 	defer cancel()
+	// A sandbox stopped meanwhile takes the kernel with it: waiting for
+	// that kernel to answer would last until the timeout.
+	go func() {
+		select {
+		case <-b.stopped:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	s := &liveContext{
 		info:    Info{ID: "ctx-" + uuid.NewString(), Type: "jupyter", Language: lang.Name, WorkingDir: DefaultWorkingDir, SandboxID: b.id},
 		lang:    lang,
@@ -388,6 +398,12 @@ func (m *Manager) createInSandbox(ctx context.Context, req CreateRequest, lang L
 	}
 	s.kernel, err = m.kernels.Start(ctx, m.dialer(b.inst), b.token, lang.KernelName, b.stopped, m.kernelOptions(s))
 	if err != nil {
+		b.mu.Lock()
+		stopped := b.usable()
+		b.mu.Unlock()
+		if stopped != nil {
+			return Info{}, stopped
+		}
 		return Info{}, &Error{Code: CodeKernelUnavailable, Message: "the kernel did not start", Err: err}
 	}
 	s.kernelID = s.kernel.ID()
@@ -566,7 +582,8 @@ func (m *Manager) watchSandbox(b *sandbox) {
 }
 
 // idleSandboxes returns the sandboxes unused for longer than their idle
-// timeouts at now, in which no code runs, and those whose container died.
+// timeouts at now, in which no code runs and no context is being made,
+// and those whose container died.
 func (m *Manager) idleSandboxes(now time.Time) []*sandbox {
 	m.mu.RLock()
 	all := make([]*sandbox, 0, len(m.sandboxes))
@@ -578,6 +595,7 @@ func (m *Manager) idleSandboxes(now time.Time) []*sandbox {
 	for _, b := range all {
 		b.mu.Lock()
 		last, busy := b.activity()
+		busy = busy || b.starting > 0 // a context being made is in use
 		if (b.status == SandboxReady || b.status == SandboxDead) && b.idleTimeout > 0 && !busy && now.Sub(last) > b.idleTimeout {
 			found = append(found, b)
 		}

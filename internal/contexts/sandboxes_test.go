@@ -340,3 +340,35 @@ func TestRecoverSandbox(t *testing.T) {
 		}
 	})
 }
+
+// A context being made in a sandbox that is stopped meanwhile fails at
+// once with the sandbox's error, rather than wait for a kernel that went
+// with the container.
+func TestSandboxStoppedDuringCreate(t *testing.T) {
+	bubble(t, "stopped during a create", func(t *testing.T) {
+		rt := newFakeRuntime(nil)
+		m, _ := newTestManager(t, rt, testConfig())
+		b := mustCreateSandbox(t, m)
+		rt.dialGate = make(chan struct{}) // the kernel's start waits
+		defer close(rt.dialGate)
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() {
+			_, err := m.Create(t.Context(), CreateRequest{SandboxID: b.ID})
+			done <- err
+		}()
+		synctest.Wait()
+		if _, err := m.StopSandbox(t.Context(), b.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; Code(err) != CodeSandboxStopped {
+			t.Errorf("create in a sandbox stopped meanwhile: %v", err)
+		}
+		if took := time.Since(start); took >= testConfig().CreateTimeout {
+			t.Errorf("the create took %v, its whole timeout", took)
+		}
+		if in, _ := m.SandboxContexts(b.ID); len(in) != 0 {
+			t.Errorf("contexts of the stopped sandbox: %+v", in)
+		}
+	})
+}
