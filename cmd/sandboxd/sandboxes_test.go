@@ -125,7 +125,9 @@ func TestAgentRunSandbox(t *testing.T) {
 	if status := d.sdk(t, "GET", base+"/health", nil, &health); status != http.StatusOK || health.Status != "ok" {
 		t.Errorf("health: %d %+v", status, health)
 	}
-	var all struct{ Data struct{ Items []agentRunSandboxJSON } }
+	var all struct {
+		Data struct{ Items []agentRunSandboxJSON }
+	}
 	if d.sdk(t, "GET", "/sandboxes", nil, &all); len(all.Data.Items) != 1 || all.Data.Items[0].SandboxID != sb {
 		t.Errorf("list: %+v", all)
 	}
