@@ -170,10 +170,11 @@ func (f *fakeRuntime) wasRemoved(contextID string) bool {
 // fakeKernels is Kernels of fakeKernel: Start makes one for the instance
 // its dial reaches, and Find finds the one leave left on it.
 type fakeKernels struct {
-	mu    sync.Mutex
-	byCtx map[string]*fakeKernel // the first kernel on each instance
-	byID  map[string]*fakeKernel
-	specs []string // what Serve says its servers have; nil is python3
+	mu         sync.Mutex
+	byCtx      map[string]*fakeKernel // the first kernel on each instance
+	byID       map[string]*fakeKernel
+	specs      []string // what Specs says its servers have; nil is python3
+	specsAsked int
 }
 
 func (ks *fakeKernels) Start(ctx context.Context, dial kernel.DialFunc, _, _ string, _ <-chan struct{}, opts kernel.Options) (Kernel, error) {
@@ -208,11 +209,17 @@ func (ks *fakeKernels) Find(ctx context.Context, dial kernel.DialFunc, _, id str
 	return k, k.busy, nil
 }
 
-func (ks *fakeKernels) Serve(ctx context.Context, dial kernel.DialFunc, _ string, _ <-chan struct{}) ([]string, error) {
+func (ks *fakeKernels) Serve(ctx context.Context, dial kernel.DialFunc, _ string, _ <-chan struct{}) error {
+	_, err := reached(ctx, dial)
+	return err
+}
+
+func (ks *fakeKernels) Specs(ctx context.Context, dial kernel.DialFunc, _ string) ([]string, error) {
 	if _, err := reached(ctx, dial); err != nil {
 		return nil, err
 	}
 	ks.mu.Lock()
+	ks.specsAsked++
 	defer ks.mu.Unlock()
 	if ks.specs == nil {
 		return []string{"python3"}, nil

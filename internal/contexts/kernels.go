@@ -36,10 +36,11 @@ type Kernels interface {
 	// when id is "", without waiting for it to answer; busy says it is
 	// running a cell.
 	Find(ctx context.Context, dial kernel.DialFunc, token, id string, opts kernel.Options) (k Kernel, busy bool, err error)
-	// Serve waits for the Jupyter server dial reaches to answer, and
-	// returns the names of the kernelspecs it can start. It gives up when
-	// stopped is closed.
-	Serve(ctx context.Context, dial kernel.DialFunc, token string, stopped <-chan struct{}) (specs []string, err error)
+	// Serve waits for the Jupyter server dial reaches to answer. It gives
+	// up when stopped is closed.
+	Serve(ctx context.Context, dial kernel.DialFunc, token string, stopped <-chan struct{}) error
+	// Specs returns the names of the kernelspecs the server can start.
+	Specs(ctx context.Context, dial kernel.DialFunc, token string) ([]string, error)
 }
 
 // jupyter is Kernels on a Jupyter server's REST and websocket API.
@@ -83,12 +84,15 @@ func (jupyter) Find(ctx context.Context, dial kernel.DialFunc, token, id string,
 	return nil, false, fmt.Errorf("no kernel %s on its server", id)
 }
 
-func (jupyter) Serve(ctx context.Context, dial kernel.DialFunc, token string, stopped <-chan struct{}) ([]string, error) {
+func (jupyter) Serve(ctx context.Context, dial kernel.DialFunc, token string, stopped <-chan struct{}) error {
 	server := kernel.NewServer(dial, token)
 	defer server.Close()
-	if err := server.WaitReady(ctx, stopped); err != nil {
-		return nil, err
-	}
+	return server.WaitReady(ctx, stopped)
+}
+
+func (jupyter) Specs(ctx context.Context, dial kernel.DialFunc, token string) ([]string, error) {
+	server := kernel.NewServer(dial, token)
+	defer server.Close()
 	return server.KernelSpecs(ctx)
 }
 

@@ -296,12 +296,10 @@ func (m *Manager) recoveringSandbox(inst Instance) (*sandbox, error) {
 func (m *Manager) adoptSandbox(b *sandbox) error {
 	ctx, cancel := context.WithTimeout(m.watchCtx, recoverTimeout)
 	defer cancel()
-	specs, err := m.kernels.Serve(ctx, m.dialer(b.inst), b.token, b.stopped)
-	if err != nil {
+	if err := m.kernels.Serve(ctx, m.dialer(b.inst), b.token, b.stopped); err != nil {
 		return err
 	}
 	b.mu.Lock()
-	b.specs = specs
 	all := make([]*liveContext, 0, len(b.contexts))
 	for _, s := range b.contexts {
 		all = append(all, s)

@@ -45,8 +45,6 @@ type SandboxInfo struct {
 	IdleTimeout time.Duration
 	// Contexts counts the contexts in it.
 	Contexts int
-	// Kernels are the kernelspecs its Jupyter server can start.
-	Kernels []string
 }
 
 // SandboxRequest asks for a sandbox.
@@ -82,7 +80,7 @@ type sandbox struct {
 
 	mu           sync.Mutex
 	status       SandboxStatus
-	specs        []string
+	specs        []string // its server's kernelspecs; nil until asked
 	contexts     map[string]*liveContext
 	defaults     map[string]string // by language: the context of requests that name none
 	starting     int               // contexts being made
@@ -96,7 +94,7 @@ func (b *sandbox) snapshot() SandboxInfo {
 	last, _ := b.activity()
 	return SandboxInfo{
 		ID: b.id, Template: b.lang.Name, Status: b.status, CreatedAt: b.createdAt, LastActivity: last,
-		EndedAt: b.endedAt, IdleTimeout: b.idleTimeout, Contexts: len(b.contexts), Kernels: slices.Clone(b.specs),
+		EndedAt: b.endedAt, IdleTimeout: b.idleTimeout, Contexts: len(b.contexts),
 	}
 }
 
@@ -222,8 +220,10 @@ func (m *Manager) CreateSandbox(ctx context.Context, req SandboxRequest) (Sandbo
 		return SandboxInfo{}, err
 	}
 	m.watchSandbox(b)
-	b.specs, err = m.kernels.Serve(ctx, m.dialer(b.inst), b.token, b.stopped)
-	if err != nil {
+	// Its kernelspecs are asked for only when a context of another
+	// language than the template's is: listing them takes the server a
+	// second.
+	if err := m.kernels.Serve(ctx, m.dialer(b.inst), b.token, b.stopped); err != nil {
 		b.mu.Lock()
 		b.status = SandboxStopped
 		b.mu.Unlock()
@@ -352,11 +352,16 @@ func (m *Manager) createInSandbox(ctx context.Context, req CreateRequest, lang L
 	if err != nil {
 		return Info{}, err
 	}
+	if lang.Name != b.lang.Name {
+		if err := m.askSpecs(ctx, b); err != nil {
+			return Info{}, err
+		}
+	}
 	b.mu.Lock()
 	err = b.usable()
 	switch {
 	case err != nil:
-	case !slices.Contains(b.specs, lang.KernelName):
+	case lang.Name != b.lang.Name && !slices.Contains(b.specs, lang.KernelName):
 		err = Errorf(CodeUnsupportedLanguage, "the %s template has no %s kernel; its kernelspecs: %s", b.lang.Name, lang.Name, strings.Join(b.specs, ", "))
 	case len(b.contexts)+b.starting >= MaxSandboxContexts:
 		err = Errorf(CodeTooManyContexts, "sandbox %s has %d contexts, the most one sandbox holds; delete some first", b.id, MaxSandboxContexts)
@@ -412,6 +417,24 @@ func (m *Manager) createInSandbox(ctx context.Context, req CreateRequest, lang L
 	s.unprepared = true
 	s.mu.Unlock()
 	return m.finish(ctx, s, req, workDir, req.Env, start)
+}
+
+// askSpecs learns the kernelspecs of b's server, once.
+func (m *Manager) askSpecs(ctx context.Context, b *sandbox) error {
+	b.mu.Lock()
+	known, err := b.specs != nil, b.usable()
+	b.mu.Unlock()
+	if known || err != nil {
+		return err
+	}
+	specs, err := m.kernels.Specs(ctx, m.dialer(b.inst), b.token)
+	if err != nil {
+		return &Error{Code: CodeKernelUnavailable, Message: "could not list the sandbox's kernels", Err: err}
+	}
+	b.mu.Lock()
+	b.specs = specs
+	b.mu.Unlock()
+	return nil
 }
 
 // addToSandbox lists s, a context of a sandbox, in it and in the manager,

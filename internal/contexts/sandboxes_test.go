@@ -47,7 +47,7 @@ func TestSandboxLifecycle(t *testing.T) {
 	m, _ := newTestManager(t, rt, cfg)
 
 	b := mustCreateSandbox(t, m)
-	if b.Template != "python" || b.Status != SandboxReady || !slices.Equal(b.Kernels, []string{"python3"}) {
+	if b.Template != "python" || b.Status != SandboxReady {
 		t.Errorf("created %+v", b)
 	}
 	a, c := inSandbox(t, m, b.ID), inSandbox(t, m, b.ID)
@@ -161,7 +161,7 @@ func TestSandboxBounds(t *testing.T) {
 	cfg := testConfig()
 	cfg.Languages = append(cfg.Languages, Bash("bash-img"))
 	cfg.IdleTTL = 10 * time.Minute
-	m, _ := newTestManager(t, rt, cfg)
+	m, ks := newTestManager(t, rt, cfg)
 
 	if _, err := m.CreateSandbox(t.Context(), SandboxRequest{Template: "ruby"}); Code(err) != CodeTemplateNotFound {
 		t.Errorf("unknown template: %v", err)
@@ -170,15 +170,31 @@ func TestSandboxBounds(t *testing.T) {
 	if err != nil || long.IdleTimeout != cfg.IdleTTL {
 		t.Errorf("idle timeout past IdleTTL: %+v, %v", long, err)
 	}
-	if short, _ := m.CreateSandbox(t.Context(), SandboxRequest{Template: "python", IdleTimeout: time.Minute}); short.IdleTimeout != time.Minute {
+	short, _ := m.CreateSandbox(t.Context(), SandboxRequest{Template: "python", IdleTimeout: time.Minute})
+	if short.IdleTimeout != time.Minute {
 		t.Errorf("idle timeout within IdleTTL: %v", short.IdleTimeout)
 	}
 	if none, _ := m.CreateSandbox(t.Context(), SandboxRequest{Template: "python"}); none.IdleTimeout != cfg.IdleTTL {
 		t.Errorf("no idle timeout: %v, want IdleTTL", none.IdleTimeout)
 	}
 
-	if _, err := m.Create(t.Context(), CreateRequest{SandboxID: long.ID, Language: "bash"}); Code(err) != CodeUnsupportedLanguage {
-		t.Errorf("a language whose kernelspec the image lacks: %v", err)
+	// Its server is asked for its kernelspecs once, and only for a
+	// language other than the template's.
+	inSandbox(t, m, long.ID)
+	if ks.specsAsked != 0 {
+		t.Errorf("kernelspecs asked %d times for the template's own language", ks.specsAsked)
+	}
+	for range 2 {
+		if _, err := m.Create(t.Context(), CreateRequest{SandboxID: long.ID, Language: "bash"}); Code(err) != CodeUnsupportedLanguage {
+			t.Errorf("a language whose kernelspec the image lacks: %v", err)
+		}
+	}
+	ks.specs = []string{"bash", "python3"}
+	if _, err := m.Create(t.Context(), CreateRequest{SandboxID: short.ID, Language: "bash"}); err != nil {
+		t.Errorf("a language whose kernelspec the image has: %v", err)
+	}
+	if ks.specsAsked != 2 {
+		t.Errorf("kernelspecs asked %d times for two sandboxes", ks.specsAsked)
 	}
 	if _, err := m.Create(t.Context(), CreateRequest{SandboxID: long.ID, Network: true}); Code(err) != CodeInvalid {
 		t.Errorf("network in a sandbox: %v", err)
@@ -199,7 +215,7 @@ func TestSandboxBounds(t *testing.T) {
 		t.Errorf("default context after its delete: %+v, %v", d3, err)
 	}
 
-	for range MaxSandboxContexts - 1 {
+	for range MaxSandboxContexts - 2 {
 		inSandbox(t, m, long.ID)
 	}
 	if _, err := m.Create(t.Context(), CreateRequest{SandboxID: long.ID}); Code(err) != CodeTooManyContexts {

@@ -64,7 +64,7 @@ func newAgentRunSandbox(s contexts.SandboxInfo) agentRunSandbox {
 		CreatedAt:                 s.CreatedAt.UTC().Format(time.RFC3339),
 		LastUpdatedAt:             s.LastActivity.UTC().Format(time.RFC3339),
 		SandboxIdleTimeoutSeconds: int(s.IdleTimeout.Seconds()),
-		Metadata:                  map[string]any{"contexts": s.Contexts, "kernels": s.Kernels},
+		Metadata:                  map[string]any{"contexts": s.Contexts},
 	}
 	if !s.EndedAt.IsZero() {
 		a.EndedAt = s.EndedAt.UTC().Format(time.RFC3339)
