@@ -59,6 +59,18 @@ func (d *daemon) sandbox(tb testing.TB, id string) agentRunSandboxJSON {
 	return a.Data
 }
 
+// waitReady waits for the sandbox id to be taken over after a restart.
+func (d *daemon) waitReady(tb testing.TB, id string) {
+	tb.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for d.sandbox(tb, id).Status != "READY" {
+		if time.Now().After(deadline) {
+			tb.Fatalf("not taken over: %+v", d.sandbox(tb, id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // run executes code in the context id of the sandbox sb, and returns its
 // stdout.
 func (d *daemon) run(tb testing.TB, sb, id, code string) string {
@@ -300,13 +312,7 @@ func TestRestartKeepsSandbox(t *testing.T) {
 	first.stop(syscall.SIGKILL)
 
 	second := d.start(t, "--keep-contexts", "--pool", "python=0")
-	deadline := time.Now().Add(time.Minute)
-	for d.sandbox(t, sb).Status != "READY" {
-		if time.Now().After(deadline) {
-			t.Fatalf("not taken over: %+v", d.sandbox(t, sb))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	d.waitReady(t, sb)
 	if got := d.run(t, sb, a.ID, "print(x, open('f.txt').read())"); got != "a file\n" {
 		t.Errorf("context a after the restart: %q", got)
 	}
@@ -325,6 +331,14 @@ func TestRestartKeepsSandbox(t *testing.T) {
 	second.stop(os.Interrupt)
 	if n := d.containers(t, sb); n != 1 {
 		t.Errorf("%d containers of the sandbox after a stop with --keep-contexts, want its one", n)
+	}
+
+	// A stop without --keep-contexts removes it.
+	third := d.start(t, "--pool", "python=0")
+	d.waitReady(t, sb)
+	third.stop(os.Interrupt)
+	if n := d.containers(t); n != 0 {
+		t.Errorf("%d containers after a stop without --keep-contexts", n)
 	}
 }
 

@@ -132,17 +132,11 @@ func (m *Manager) running(id string) (*target, error) {
 		b.lastActivity = time.Now().UTC()
 		return &target{id: id, inst: b.inst, workDir: DefaultWorkingDir, sb: b}, nil
 	}
+	// A context shares its sandbox's state: they die together, and a
+	// stopped sandbox's contexts are gone.
 	s, err := m.get(id)
 	if err != nil {
 		return nil, err
-	}
-	if s.sb != nil {
-		s.sb.mu.Lock()
-		err := s.sb.usable()
-		s.sb.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
