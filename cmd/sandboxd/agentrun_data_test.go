@@ -101,7 +101,7 @@ func (d *daemon) paths(tb testing.TB, base, dir string, depth int) []string {
 
 // The file system calls of AgentRun's SDKs, with their paths and bodies.
 func TestAgentRunFileSystem(t *testing.T) {
-	d := startDaemon(t)
+	d := startDaemon(t, "--max-upload", "12m")
 	base := agentRunContext(t, d)
 	wantError := func(what string, status int, e errorJSON, wantStatus int, code string) {
 		t.Helper()
@@ -144,6 +144,20 @@ func TestAgentRunFileSystem(t *testing.T) {
 	}
 	if status, b := d.upload(t, base, "proj/none", nil, false); status != http.StatusOK || !strings.Contains(string(b), `"size":0`) {
 		t.Errorf("upload of an empty file: %d %s", status, b)
+	}
+	// The bounds: --max-upload on the whole form, and 10 MiB on a file
+	// held until its path comes.
+	for _, tt := range []struct {
+		size      int
+		fileFirst bool
+		status    int
+	}{{10 << 20, true, http.StatusOK}, {10<<20 + 1, true, http.StatusRequestEntityTooLarge}, {12<<20 + 1, false, http.StatusRequestEntityTooLarge}} {
+		if status, b := d.upload(t, base, "proj/big", make([]byte, tt.size), tt.fileFirst); status != tt.status {
+			t.Errorf("upload of %d bytes, the file first %v: %d %.200s, want %d", tt.size, tt.fileFirst, status, b, tt.status)
+		}
+	}
+	if status := d.call(t, "POST", base+"/filesystem/remove", map[string]string{"path": "proj/big"}, nil); status != http.StatusOK {
+		t.Errorf("remove proj/big: %d", status)
 	}
 
 	// Listings, to a depth.

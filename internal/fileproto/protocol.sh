@@ -158,12 +158,12 @@ delete)
 	rm -rf -- "$t" || fail 14 "cannot delete $t"
 	;;
 # processes PATH LIMIT: this exec's pid, which leads its session; the boot
-# time in seconds; clock ticks a second; the page size in bytes; the first
-# 64 KiB of /etc/passwd; then for each process, no more than LIMIT, its
+# time in seconds; clock ticks a second; the page size in bytes;
+# /etc/passwd; then for each process, no more than LIMIT, its
 # pid, uid, /proc/PID/stat and the first 2 KiB of its command line with
 # spaces for NULs. Each ends with a NUL. PATH is not used.
 processes)
-	printf '%s\000' "$$" "$(sed -n 's/^btime //p' /proc/stat)" "$(getconf CLK_TCK)" "$(getconf PAGESIZE)" "$(head -c 65536 /etc/passwd)"
+	printf '%s\000' "$$" "$(sed -n 's/^btime //p' /proc/stat)" "$(getconf CLK_TCK)" "$(getconf PAGESIZE)" "$(cat /etc/passwd 2>/dev/null)"
 	n=0
 	for d in /proc/[0-9]*; do
 		[ "$n" -lt "$2" ] || break

@@ -534,6 +534,10 @@ func TestProtocolProcesses(t *testing.T) {
 	// exec that started it.
 	const sleeper = `import ctypes, time; ctypes.CDLL(None).prctl(15, b"a) (b", 0, 0, 0); time.sleep(1000)`
 	b.sh(`(python3 -c '` + sleeper + `' >/dev/null 2>&1 &)`)
+	// And one whose command line is longer than the 2 KiB the listing
+	// keeps of it.
+	long := strings.Repeat("x", 3000)
+	b.sh(`(python3 -c 'import time; time.sleep(1000)' ` + long + ` >/dev/null 2>&1 &)`)
 	list := func(limit string) Processes {
 		t.Helper()
 		r := b.op("", OpProcesses, ".", limit)
@@ -550,6 +554,11 @@ func TestProtocolProcesses(t *testing.T) {
 		switch {
 		case p.Name == "a) (b":
 			sleeping = p
+		case strings.HasSuffix(p.Cmdline, "xxx"):
+			if want := ("python3 -c import time; time.sleep(1000) " + long)[:2048]; p.Cmdline != want {
+				t.Errorf("a long command line: %d bytes, want its first 2048", len(p.Cmdline))
+			}
+			long = ""
 		case p.PID == ps.Self:
 			self++
 		}
@@ -560,6 +569,9 @@ func TestProtocolProcesses(t *testing.T) {
 	}
 	if self != 1 || !slices.ContainsFunc(ps.List, func(p Process) bool { return p.PID == 1 && p.Name == "docker-init" }) {
 		t.Errorf("the listing's own process %d seen %d times, or init missing, in %+v", ps.Self, self, ps.List)
+	}
+	if long != "" {
+		t.Errorf("the process with a long command line is not listed")
 	}
 	if got := list("2"); len(got.List) != 2 {
 		t.Errorf("with a limit of 2: %d processes", len(got.List))
