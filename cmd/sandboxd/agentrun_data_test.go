@@ -210,6 +210,9 @@ func TestAgentRunFileSystem(t *testing.T) {
 	if got, want := d.paths(t, base, "proj", 3), []string{"/workspace/proj/moved", "/workspace/proj/moved/b.txt", "/workspace/proj/none"}; !slices.Equal(got, want) {
 		t.Errorf("after the moves and removes: %q, want %q", got, want)
 	}
+	if status, b := d.upload(t, base, "/home/user/"+strings.Repeat("d/", 2043), []byte("x"), false); status != http.StatusBadRequest || !strings.Contains(string(b), "at most 4096 bytes") {
+		t.Errorf("upload to a path of 4097 bytes: %d %s", status, b)
+	}
 	status = d.call(t, "POST", base+"/filesystem/remove", map[string]string{"path": "proj/src"}, &e)
 	wantError("remove what is gone", status, e, http.StatusNotFound, "FILE_NOT_FOUND")
 

@@ -253,6 +253,9 @@ func handleAgentRunUpload(log *slog.Logger, svc contextService, maxUpload int64)
 	}
 }
 
+// maxFormPath bounds the path field of an upload: Linux's PATH_MAX.
+const maxFormPath = 4096
+
 // uploadForm reads r's multipart form and calls write with its "path" and
 // "file" once it has both.
 func uploadForm(r *http.Request, write func(target string, body io.Reader) (contexts.FileInfo, error)) (contexts.FileInfo, error) {
@@ -272,9 +275,12 @@ func uploadForm(r *http.Request, write func(target string, body io.Reader) (cont
 		}
 		switch part.FormName() {
 		case "path":
-			b, err := io.ReadAll(io.LimitReader(part, 4096))
-			if err != nil {
+			b, err := io.ReadAll(io.LimitReader(part, maxFormPath+1))
+			switch {
+			case err != nil:
 				return contexts.FileInfo{}, badForm(err)
+			case len(b) > maxFormPath:
+				return contexts.FileInfo{}, contexts.Errorf(contexts.CodeInvalidPath, "path must be at most %d bytes", maxFormPath)
 			}
 			target = string(b)
 		case "file":
