@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
 type agentRunFileJSON struct {
@@ -299,10 +301,22 @@ func TestAgentRunProcesses(t *testing.T) {
 	if child.PPID != kernel.PID || child.Protected {
 		t.Errorf("the kernel's child: %+v", child)
 	}
+	// With --transport exec, the kernel's connection goes through a relay
+	// of the daemon's.
+	var helpers []agentRunProcessJSON
 	for _, p := range list {
 		if strings.Contains(p.Cmdline, "sandboxd processes") {
 			t.Errorf("the listing lists itself: %+v", p)
 		}
+		if strings.HasPrefix(p.Cmdline, "python3 -S -c ") {
+			helpers = append(helpers, p)
+			if p.Role != "sandboxd" || !p.Protected {
+				t.Errorf("a helper of the daemon's: %+v", p)
+			}
+		}
+	}
+	if testenv.Transport() == "exec" && len(helpers) == 0 {
+		t.Errorf("no relay in %+v", list)
 	}
 
 	var got agentRunProcessJSON
@@ -339,7 +353,7 @@ func TestAgentRunProcesses(t *testing.T) {
 	}
 
 	// The context's own processes stay.
-	for _, p := range []agentRunProcessJSON{init, server, kernel} {
+	for _, p := range append([]agentRunProcessJSON{init, server, kernel}, helpers...) {
 		var e errorJSON
 		if status := d.call(t, "DELETE", base+"/processes/"+strconv.Itoa(p.PID), nil, &e); status != http.StatusForbidden || e.Code != "PROCESS_PROTECTED" {
 			t.Errorf("kill the %s: %d %+v", p.Role, status, e)
