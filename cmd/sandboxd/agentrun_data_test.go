@@ -129,6 +129,22 @@ func TestAgentRunFileSystem(t *testing.T) {
 	status = d.call(t, "POST", base+"/filesystem/mkdir", map[string]any{"path": "proj/x", "mode": "rwx"}, &e)
 	wantError("mkdir with a bad mode", status, e, http.StatusBadRequest, "INVALID_REQUEST")
 
+	// write_file's mode and createDir.
+	write := map[string]any{"path": "/home/user/proj/run.sh", "content": "#!/bin/sh\necho ran\n", "mode": "755", "encoding": "utf-8", "createDir": false}
+	if status := d.call(t, "POST", base+"/files", write, nil); status != http.StatusOK {
+		t.Errorf("write with a mode: %d", status)
+	}
+	var ran struct{ Stdout string }
+	if d.call(t, "POST", base+"/processes/cmd", map[string]string{"command": "./proj/run.sh", "cwd": "/home/user"}, &ran); ran.Stdout != "ran\n" {
+		t.Errorf("run the file written with mode 755: %+v", ran)
+	}
+	write["path"] = "/home/user/proj/nodir/run.sh"
+	status = d.call(t, "POST", base+"/files", write, &e)
+	wantError("write without createDir, its parent missing", status, e, http.StatusNotFound, "FILE_NOT_FOUND")
+	write["mode"] = "u+x"
+	status = d.call(t, "POST", base+"/files", write, &e)
+	wantError("write with a bad mode", status, e, http.StatusBadRequest, "INVALID_REQUEST")
+
 	// A binary file round trip, uploaded in both orders of the form.
 	data := make([]byte, 300<<10)
 	for i := range data {
@@ -163,10 +179,10 @@ func TestAgentRunFileSystem(t *testing.T) {
 	}
 
 	// Listings, to a depth.
-	if got, want := d.paths(t, base, "/home/user/proj", 1), []string{"/workspace/proj/data.bin", "/workspace/proj/none", "/workspace/proj/src"}; !slices.Equal(got, want) {
+	if got, want := d.paths(t, base, "/home/user/proj", 1), []string{"/workspace/proj/data.bin", "/workspace/proj/none", "/workspace/proj/run.sh", "/workspace/proj/src"}; !slices.Equal(got, want) {
 		t.Errorf("depth 1: %q, want %q", got, want)
 	}
-	if got, want := d.paths(t, base, "/workspace/proj", 2), []string{"/workspace/proj/data.bin", "/workspace/proj/none", "/workspace/proj/src", "/workspace/proj/src/b.txt", "/workspace/proj/src/deep"}; !slices.Equal(got, want) {
+	if got, want := d.paths(t, base, "/workspace/proj", 2), []string{"/workspace/proj/data.bin", "/workspace/proj/none", "/workspace/proj/run.sh", "/workspace/proj/src", "/workspace/proj/src/b.txt", "/workspace/proj/src/deep"}; !slices.Equal(got, want) {
 		t.Errorf("depth 2: %q, want %q", got, want)
 	}
 	var list []agentRunFileJSON
@@ -209,7 +225,7 @@ func TestAgentRunFileSystem(t *testing.T) {
 			t.Errorf("remove %s: %d %+v", p, status, removed)
 		}
 	}
-	if got, want := d.paths(t, base, "proj", 3), []string{"/workspace/proj/moved", "/workspace/proj/moved/b.txt", "/workspace/proj/none"}; !slices.Equal(got, want) {
+	if got, want := d.paths(t, base, "proj", 3), []string{"/workspace/proj/moved", "/workspace/proj/moved/b.txt", "/workspace/proj/none", "/workspace/proj/run.sh"}; !slices.Equal(got, want) {
 		t.Errorf("after the moves and removes: %q, want %q", got, want)
 	}
 	if status, b := d.upload(t, base, "/home/user/"+strings.Repeat("d/", 2043), []byte("x"), false); status != http.StatusBadRequest || !strings.Contains(string(b), "at most 4096 bytes") {

@@ -145,8 +145,24 @@ func (s *sandbox) touch() {
 // temporary file that replaces the target once body is read to its end.
 // An error reading body is returned wrapped in a CodeInvalid error.
 // Errors: CodeNotFound, CodeContextDead, CodeInvalidPath, CodeFileNotFound,
-// CodeInvalid, CodeRuntimeUnavailable.
+// CodeInvalid, CodeRuntimeUnavailable. A file it replaces keeps its mode;
+// a new one gets 0644.
 func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (FileInfo, error) {
+	return m.writeFile(ctx, id, p, body, "")
+}
+
+// WriteFileMode is WriteFile, giving the file mode, a permission mode
+// (0o7777 at most, else CodeInvalid).
+func (m *Manager) WriteFileMode(ctx context.Context, id, p string, body io.Reader, mode uint32) (FileInfo, error) {
+	if mode > 0o7777 {
+		return FileInfo{}, Errorf(CodeInvalid, "mode %o is not a permission mode", mode)
+	}
+	return m.writeFile(ctx, id, p, body, fmt.Sprintf("%04o", mode))
+}
+
+// writeFile is WriteFile, with the octal mode the file gets: "" keeps that
+// of the file it replaces.
+func (m *Manager) writeFile(ctx context.Context, id, p string, body io.Reader, mode string) (FileInfo, error) {
 	rel, err := cleanPath(p)
 	if err != nil {
 		return FileInfo{}, err
@@ -196,7 +212,7 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 	}
 
 	out, stderr = bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
-	code, err = m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpCommit, workDir, rel, tmp), User: ContextUser, Stdout: out, Stderr: stderr})
+	code, err = m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpCommit, workDir, rel, tmp, mode), User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:
 		abort()

@@ -122,3 +122,15 @@ func TestListTreeBound(t *testing.T) {
 		}
 	}
 }
+
+// Modes past 0o7777 are refused before anything runs.
+func TestModeBound(t *testing.T) {
+	m, _ := newTestManager(t, newFakeRuntime(nil), testConfig())
+	id := mustCreate(t, m).ID
+	if _, err := m.MakeDir(t.Context(), id, "d", 0o10000, true); Code(err) != CodeInvalid {
+		t.Errorf("MakeDir with mode 0o10000: %v", err)
+	}
+	if _, err := m.WriteFileMode(t.Context(), id, "f", strings.NewReader("x"), 0o10000); Code(err) != CodeInvalid {
+		t.Errorf("WriteFileMode with mode 0o10000: %v", err)
+	}
+}

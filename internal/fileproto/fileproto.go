@@ -25,7 +25,7 @@ type Op string
 const (
 	OpRead   Op = "read"   // PATH
 	OpWrite  Op = "write"  // PATH, with the bytes on stdin
-	OpCommit Op = "commit" // PATH TMP
+	OpCommit Op = "commit" // PATH TMP [MODE]
 	OpAbort  Op = "abort"  // PATH TMP; PATH is not used
 	OpList   Op = "list"   // PATH DEPTH LIMIT
 	OpStat   Op = "stat"   // PATH

@@ -85,11 +85,18 @@ write)
 	# Not stat: gVisor's statx refuses the flags coreutils passes.
 	find "$tmp" -maxdepth 0 -printf '%s'
 	;;
-# commit PATH TMP: TMP in place of PATH, with PATH's mode; its description.
+# commit PATH TMP [MODE]: TMP in place of PATH, with the octal MODE, else
+# PATH's mode, else 0644; its description.
 commit)
 	resolve "$1"
 	tmp=$2
-	if [ -e "$t" ]; then chmod --reference="$t" -- "$tmp"; else chmod 0644 -- "$tmp"; fi
+	if [ -n "${3:-}" ]; then
+		chmod "$3" -- "$tmp"
+	elif [ -e "$t" ]; then
+		chmod --reference="$t" -- "$tmp"
+	else
+		chmod 0644 -- "$tmp"
+	fi
 	# On failure the daemon removes $tmp (abort), whatever failed.
 	mv -fT -- "$tmp" "$t" || fail 12 "cannot replace $t"
 	entry "$t"

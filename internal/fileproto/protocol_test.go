@@ -170,6 +170,15 @@ func TestProtocolFiles(t *testing.T) {
 		if info := b.put("private.txt", "version 2"); info.Mode != 0o600 || info.Size != 9 {
 			t.Errorf("replaced: %+v", info)
 		}
+		// Unless it is given one.
+		for _, rel := range []string{"private.txt", "script.sh"} {
+			w := b.op("#!/bin/sh", OpWrite, rel)
+			tmp, _, _ := ParseWrite(w.stdout)
+			c := b.op("", OpCommit, rel, tmp, "0750")
+			if info, err := ParseInfo(c.stdout); c.code != 0 || err != nil || info.Mode != 0o750 {
+				t.Errorf("commit %s with a mode: exit %d, %+v, %v", rel, c.code, info, err)
+			}
+		}
 	})
 
 	t.Run("write refuses the working dir, a directory, and a file as a parent", func(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 // agentRunService lists the methods these routes call besides those of
 // fileService.
 type agentRunService interface {
+	WriteFileMode(ctx context.Context, id, path string, body io.Reader, mode uint32) (contexts.FileInfo, error)
 	ListTree(ctx context.Context, id, dir string, depth int) ([]contexts.FileInfo, error)
 	StatFile(ctx context.Context, id, path string) (contexts.FileInfo, error)
 	MakeDir(ctx context.Context, id, path string, mode uint32, parents bool) (contexts.FileInfo, error)
@@ -150,6 +151,27 @@ func handleAgentRunStat(log *slog.Logger, svc contextService) http.HandlerFunc {
 
 // modePattern is an octal permission mode: 755, 0755, 1777.
 var modePattern = regexp.MustCompile(`^[0-7]{3,4}$`)
+
+// agentRunWrite writes body to the file p of context c, with mode, one
+// modePattern matches, or with the mode of the file it replaces where mode
+// is "". Without createDir, p's parent must be a directory already.
+func agentRunWrite(ctx context.Context, svc contextService, c contexts.Info, p string, body io.Reader, mode string, createDir bool) (contexts.FileInfo, error) {
+	rel := agentRunPath(p, c.WorkingDir)
+	if !createDir {
+		parent, err := svc.StatFile(ctx, c.ID, path.Dir(rel))
+		if err != nil {
+			return contexts.FileInfo{}, err
+		}
+		if !parent.IsDir {
+			return contexts.FileInfo{}, contexts.Errorf(contexts.CodeInvalidPath, "the parent of %s is not a directory", p)
+		}
+	}
+	if mode == "" {
+		return svc.WriteFile(ctx, c.ID, rel, body)
+	}
+	m, _ := strconv.ParseUint(mode, 8, 32)
+	return svc.WriteFileMode(ctx, c.ID, rel, body, uint32(m))
+}
 
 func handleAgentRunMkdir(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return agentRunData(log, svc, func(r *http.Request, c contexts.Info) (any, error) {
