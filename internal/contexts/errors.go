@@ -32,6 +32,12 @@ const (
 	// CodeContextRecovering answers what needs the kernel of a context the
 	// daemon is still taking over after its restart; retrying soon works.
 	CodeContextRecovering = "CONTEXT_RECOVERING"
+	// CodeProcessNotFound says a context's container has no process of
+	// the pid asked for.
+	CodeProcessNotFound = "PROCESS_NOT_FOUND"
+	// CodeProcessProtected refuses to kill init, the Jupyter server, a
+	// kernel or one of the daemon's own processes.
+	CodeProcessProtected = "PROCESS_PROTECTED"
 )
 
 // ErrEgressDisabled refuses networking on a daemon that does not allow it.

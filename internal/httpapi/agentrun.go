@@ -260,12 +260,18 @@ func handleAgentRunReadFile(log *slog.Logger, svc contextService) http.HandlerFu
 func handleAgentRunWriteFile(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
-			Path     string `json:"path"`
-			Content  string `json:"content"`
-			Encoding string `json:"encoding"`
+			Path      string `json:"path"`
+			Content   string `json:"content"`
+			Encoding  string `json:"encoding"`
+			Mode      string `json:"mode"`
+			CreateDir *bool  `json:"createDir"`
 		}
 		if err := decode(r, &req); err != nil {
 			writeError(w, r, log, err)
+			return
+		}
+		if req.Mode != "" && !modePattern.MatchString(req.Mode) {
+			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "mode %q is not an octal permission mode such as 644", req.Mode))
 			return
 		}
 		content := []byte(req.Content)
@@ -286,7 +292,7 @@ func handleAgentRunWriteFile(log *slog.Logger, svc contextService) http.HandlerF
 			writeError(w, r, log, err)
 			return
 		}
-		info, err := svc.WriteFile(r.Context(), c.ID, agentRunPath(req.Path, c.WorkingDir), bytes.NewReader(content))
+		info, err := agentRunWrite(r.Context(), svc, c, req.Path, bytes.NewReader(content), req.Mode, req.CreateDir == nil || *req.CreateDir)
 		if err != nil {
 			writeError(w, r, log, err)
 			return

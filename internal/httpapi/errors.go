@@ -29,6 +29,8 @@ var statusByCode = map[string]int{
 	contexts.CodeFileNotFound:        http.StatusNotFound,
 	contexts.CodeEgressDisabled:      http.StatusForbidden,
 	contexts.CodeNoSpace:             http.StatusInsufficientStorage,
+	contexts.CodeProcessNotFound:     http.StatusNotFound,
+	contexts.CodeProcessProtected:    http.StatusForbidden,
 	codeTooLarge:                     http.StatusRequestEntityTooLarge,
 	codeNotFound:                     http.StatusNotFound,
 	codeMethodNotAllowed:             http.StatusMethodNotAllowed,
