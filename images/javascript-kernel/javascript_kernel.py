@@ -33,6 +33,9 @@ HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_helper.j
 # loop in a callback, which SIGINT cannot reach) gets its node killed and a
 # new one started. Below sandboxd's own grace, so its timeouts see a reply.
 INTERRUPT_GRACE = 2.0
+# SIGINT is sent again this often until the cell stops: node cannot act on
+# one that comes while it is still reading or compiling the cell.
+RESIGNAL = 0.2
 
 
 def node_version():
@@ -78,6 +81,7 @@ class JavaScriptKernel(Kernel):
         self._env = None
         self._running = False
         self._interrupted_at = None
+        self._signalled_at = None
         self._exit_code = None
 
     def _start_node(self):
@@ -133,7 +137,14 @@ class JavaScriptKernel(Kernel):
         # processes it started. node_helper.js turns it into an error.
         if self._running and self._alive():
             self._interrupted_at = time.monotonic()
+            self._signal_node()
+
+    def _signal_node(self):
+        self._signalled_at = time.monotonic()
+        try:
             os.killpg(self._node.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
 
     def _read_pipe(self, fd, name, decoders, emit):
         """Forwards what is in one pipe; returns False at its end."""
@@ -157,11 +168,17 @@ class JavaScriptKernel(Kernel):
         control = self._control.fileno()
         closed = False
         while not closed:
-            if self._interrupted_at and time.monotonic() - self._interrupted_at > INTERRUPT_GRACE:
-                self._kill_node()
-                return None
+            wait = 0.5
+            if self._interrupted_at is not None:
+                now = time.monotonic()
+                if now - self._interrupted_at > INTERRUPT_GRACE:
+                    self._kill_node()
+                    return None
+                if now - self._signalled_at >= RESIGNAL:
+                    self._signal_node()
+                wait = RESIGNAL / 2
             exited = self._node.poll() is not None
-            ready, _, _ = select.select(list(pipes) + [control], [], [], 0 if exited else 0.5)
+            ready, _, _ = select.select(list(pipes) + [control], [], [], 0 if exited else wait)
             for fd in ready:
                 if fd in pipes:
                     if not self._read_pipe(fd, pipes[fd], decoders, emit):

@@ -8,7 +8,7 @@
 // answer is one JSON line on the socket, written only after everything the cell
 // printed has gone into the stdout and stderr pipes:
 //   {"status": "ok", "result": "<util.inspect of the value>" | null, "cwd", "env"}
-//   {"status": "error", "ename", "evalue", "traceback": [...], "interrupted", "cwd", "env"}
+//   {"status": "error", "ename", "evalue", "traceback": [...], "cwd", "env"}
 // cwd and env let the kernel start a new node where this one left off.
 
 const net = require('net');
@@ -55,26 +55,46 @@ domain.on('error', (err) => {
   }
 });
 
-// SIGINT ends a cell waiting on a promise: the server's SIGINT event
-// rejects what it awaits. Between cells it is ignored.
-function onSigint() {
-  if (current) server.emit('SIGINT');
+// SIGINT stops a cell. While the cell's code runs synchronously, V8's SIGINT
+// watchdog, which the server's eval starts, stops it. The watchdog is kept
+// started all along, so its handler stays on SIGINT: when the last user
+// stops it, it leaves SIGINT to end node, as does a JavaScript listener
+// when it is taken off, which vm does while a script runs. Between scripts
+// the watchdog only notes a SIGINT: a cell waiting on a promise looks for
+// one, and ends through the server's SIGINT event, which rejects what it
+// awaits. A SIGINT that comes before the cell's code runs is dropped; the
+// kernel sends it again until the cell stops.
+const contextify = (() => {
+  const quiet = process.noDeprecation;
+  process.noDeprecation = true; // process.binding warns, into the cell's output
+  try {
+    return process.binding('contextify');
+  } finally {
+    process.noDeprecation = quiet;
+  }
+})();
+contextify.startSigintWatchdog();
+
+// takeSigint reports whether SIGINT came since it was last called: the
+// watchdog forgets it when stopped while still started by another.
+function takeSigint() {
+  contextify.startSigintWatchdog();
+  return contextify.stopSigintWatchdog();
 }
-process.on('SIGINT', onSigint);
 
 function describe(err) {
   if (err instanceof repl.Recoverable) err = err.err; // incomplete input
   if (err !== null && typeof err === 'object' && typeof err.stack === 'string' && 'message' in err) {
+    // Named as other kernels name an interrupt.
     const interrupted = err.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED';
     return {
       ename: interrupted ? 'KeyboardInterrupt' : String(err.name || 'Error'),
       evalue: String(err.message),
       traceback: traceback(err),
-      interrupted,
     };
   }
   const text = util.inspect(err);
-  return { ename: 'Uncaught', evalue: text, traceback: ['Uncaught ' + text], interrupted: false };
+  return { ename: 'Uncaught', evalue: text, traceback: ['Uncaught ' + text] };
 }
 
 // traceback splits a stack into lines without the frames of the REPL's
@@ -108,26 +128,25 @@ function flushed(stream) {
 
 function run(req) {
   return new Promise((resolve) => {
+    takeSigint(); // not for this cell: it came before
+    const awaiting = setInterval(() => {
+      if (takeSigint()) server.emit('SIGINT');
+    }, 50);
     let finished = false;
     const request = {
       done(err, value) {
         if (finished) return;
         finished = true;
+        clearInterval(awaiting);
         if (current === request) current = null;
         resolve(err === null || err === undefined ? { status: 'ok', result: value } : { status: 'error', ...describe(err) });
       },
     };
     current = request;
-    // While the code runs synchronously, V8's SIGINT watchdog, which the
-    // eval starts, stops it. The listener must be off then: taking it off
-    // inside the eval would reset SIGINT to its default, ending node.
-    process.removeListener('SIGINT', onSigint);
     try {
       server.eval(req.code, server.context, req.file || 'cell', (err, value) => request.done(err, value));
     } catch (err) {
       request.done(err);
-    } finally {
-      process.on('SIGINT', onSigint);
     }
   });
 }
