@@ -83,6 +83,12 @@ class JavaScriptKernel(Kernel):
         self._interrupted_at = None
         self._signalled_at = None
         self._exit_code = None
+        self._starting = False
+        # node starts while Jupyter connects: the first cell need not wait.
+        try:
+            self._start_node()
+        except OSError:
+            pass  # the first cell tries again, and says why it fails
 
     def _start_node(self):
         ours, theirs = socket.socketpair()
@@ -104,9 +110,18 @@ class JavaScriptKernel(Kernel):
         self._replies = b""
         for f in (self._node.stdout, self._node.stderr):
             os.set_blocking(f.fileno(), False)
-        ready = self._run(lambda name, text: None)
-        if ready is None or ready.get("status") != "ready":
-            raise RuntimeError("node did not start (exit code %s)" % self._exit_code)
+        self._starting = True
+
+    def _ensure_node(self):
+        """Starts node if it is not running, and waits until it is ready."""
+        if not self._alive():
+            self._kill_node()
+            self._start_node()
+        if self._starting:
+            ready = self._run(lambda name, text: None)
+            if ready is None or ready.get("status") != "ready":
+                raise RuntimeError("node did not start (exit code %s)" % self._exit_code)
+            self._starting = False
 
     def _alive(self):
         return self._node is not None and self._node.poll() is None
@@ -220,9 +235,7 @@ class JavaScriptKernel(Kernel):
 
         self._interrupted_at = None
         self._exit_code = None
-        if not self._alive():
-            self._kill_node()
-            self._start_node()
+        self._ensure_node()
         self._running = True
         try:
             self._control.sendall((json.dumps({"code": code, "file": "cell%d" % self.execution_count}) + "\n").encode())
@@ -233,7 +246,8 @@ class JavaScriptKernel(Kernel):
             self._running = False
 
         if answer is not None:
-            self._cwd, self._env = answer.get("cwd"), answer.get("env")
+            self._cwd = answer.get("cwd") or self._cwd
+            self._env = answer.get("env") or self._env
             if answer["status"] == "ok":
                 if answer.get("result") is not None and not silent:
                     self.send_response(self.iopub_socket, "execute_result", {

@@ -2,11 +2,12 @@
 // The node side of the javascript kernel (javascript_kernel.py starts it).
 //
 // Requests come on a socket the kernel holds the other end of (its fd is
-// the first argument), as JSON lines: {"code": "...", "file": "cell1"}. Each is evaluated with the eval of
-// a repl.REPLServer, as in Node's own REPL: var, let, const, functions and
-// classes stay defined for later cells, and `await` works at top level. The
-// answer is one JSON line on the socket, written only after everything the cell
-// printed has gone into the stdout and stderr pipes:
+// the first argument), as JSON lines: {"code": "...", "file": "cell1"}.
+// Each is evaluated with the eval of a repl.REPLServer, as in Node's own
+// REPL: var, let, const, functions and classes stay defined for later
+// cells, and `await` works at top level. The answer is one JSON line on the
+// socket, written only after all the cell printed is in the stdout and
+// stderr pipes:
 //   {"status": "ok", "result": "<util.inspect of the value>" | null, "cwd", "env"}
 //   {"status": "error", "ename", "evalue", "traceback": [...], "cwd", "env"}
 // cwd and env let the kernel start a new node where this one left off.
@@ -151,12 +152,23 @@ function run(req) {
   });
 }
 
+// answer runs a request and answers it, whatever the code did: a request
+// left unanswered would leave the kernel waiting.
 async function answer(req) {
-  const reply = await run(req);
-  if (reply.status === 'ok') {
-    reply.result = reply.result === undefined ? null : util.inspect(reply.result);
+  let reply;
+  try {
+    reply = await run(req);
+    if (reply.status === 'ok') {
+      reply.result = reply.result === undefined ? null : util.inspect(reply.result);
+    }
+  } catch (err) {
+    reply = { status: 'error', ...describe(err) };
   }
-  reply.cwd = process.cwd();
+  try {
+    reply.cwd = process.cwd();
+  } catch {
+    reply.cwd = null; // removed: the kernel keeps the last one it knew
+  }
   reply.env = contextEnv();
   await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
   control.write(JSON.stringify(reply) + '\n');
