@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the images sandboxd needs: the kernel images and the sandboxd image.
 # `--kernel-only` builds the kernel images alone. KERNEL_IMAGES picks which
-# kernel images to build, in order, from "python r bash" (the default; set
-# it empty to build none).
+# kernel images to build, in order, from "python r bash javascript" (the
+# default; set it empty to build none). The javascript image is built on the
+# python one, so it is rebuilt when that changes.
 #
 # The base image is pulled when a registry is reachable. Where none is, a Debian
 # base is made locally with debootstrap and `docker import`, so the Dockerfiles
@@ -20,7 +21,8 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 KERNEL_IMAGE=${KERNEL_IMAGE:-sandboxd/python-kernel:latest}
 R_KERNEL_IMAGE=${R_KERNEL_IMAGE:-sandboxd/r-kernel:latest}
 BASH_KERNEL_IMAGE=${BASH_KERNEL_IMAGE:-sandboxd/bash-kernel:latest}
-KERNEL_IMAGES=${KERNEL_IMAGES-python r bash}
+JAVASCRIPT_KERNEL_IMAGE=${JAVASCRIPT_KERNEL_IMAGE:-sandboxd/javascript-kernel:latest}
+KERNEL_IMAGES=${KERNEL_IMAGES-python r bash javascript}
 SANDBOXD_IMAGE=${SANDBOXD_IMAGE:-sandboxd/sandboxd:latest}
 DOCKER=${DOCKER:-docker}
 
@@ -71,6 +73,7 @@ kernel_image_name() {
 	python) echo "$KERNEL_IMAGE" ;;
 	r) echo "$R_KERNEL_IMAGE" ;;
 	bash) echo "$BASH_KERNEL_IMAGE" ;;
+	javascript) echo "$JAVASCRIPT_KERNEL_IMAGE" ;;
 	*) return 1 ;;
 	esac
 }
@@ -78,14 +81,29 @@ kernel_image_name() {
 # Check every name first, so a typo fails before a long build, not after.
 for kind in $KERNEL_IMAGES; do
 	if ! kernel_image_name "$kind" >/dev/null; then
-		log "unknown kernel image '$kind' in KERNEL_IMAGES (known: python r bash)"
+		log "unknown kernel image '$kind' in KERNEL_IMAGES (known: python r bash javascript)"
 		exit 2
 	fi
 done
 
+# kernel_image_base KIND prints the image a kind is built on.
+kernel_image_base() {
+	case $1 in
+	javascript)
+		if ! have_image "$KERNEL_IMAGE"; then
+			log "the javascript image is built on $KERNEL_IMAGE, which is missing: build python first"
+			return 1
+		fi
+		echo "$KERNEL_IMAGE"
+		;;
+	*) echo "$base" ;;
+	esac
+}
+
 base=$(base_image)
 for kind in $KERNEL_IMAGES; do
-	build "$(kernel_image_name "$kind")" "images/$kind-kernel" "images/$kind-kernel/Dockerfile" "$base"
+	kind_base=$(kernel_image_base "$kind")
+	build "$(kernel_image_name "$kind")" "images/$kind-kernel" "images/$kind-kernel/Dockerfile" "$kind_base"
 done
 if [ "${1:-}" != "--kernel-only" ]; then
 	ctx=$(mktemp -d)

@@ -50,6 +50,7 @@ type config struct {
 	Image          string
 	RImage         string
 	BashImage      string
+	JSImage        string
 	SocketDir      string
 	Transport      string
 	StateDir       string
@@ -230,6 +231,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.Image, "image", "sandboxd/python-kernel:latest", "image of Python contexts")
 	fs.StringVar(&c.RImage, "r-image", "sandboxd/r-kernel:latest", "image of R contexts")
 	fs.StringVar(&c.BashImage, "bash-image", "sandboxd/bash-kernel:latest", "image of bash contexts")
+	fs.StringVar(&c.JSImage, "javascript-image", "sandboxd/javascript-kernel:latest", "image of JavaScript (Node.js) contexts")
 	fs.StringVar(&c.SocketDir, "socket-dir", "/run/sandboxd", "directory for the kernels' unix sockets where the engine shares it (--transport socket): the same path on the engine's host when sandboxd runs in a container")
 	fs.StringVar(&c.Transport, "transport", docker.TransportAuto, "how sandboxd reaches a context's Jupyter server: socket (a unix socket in --socket-dir, which the engine mounts into the container), exec (a relay over the engine's exec API; needs no shared path: Docker Desktop, Podman, remote engines), or auto: socket where the engine sees --socket-dir, exec elsewhere")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory, read by sandboxd alone, for the records that let a restarted daemon take its contexts over; empty is --socket-dir")
@@ -409,7 +411,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer rt.Close()
 
-	langs := []contexts.Language{contexts.Python(cfg.Image), contexts.R(cfg.RImage), contexts.Bash(cfg.BashImage)}
+	langs := []contexts.Language{contexts.Python(cfg.Image), contexts.R(cfg.RImage), contexts.Bash(cfg.BashImage), contexts.JavaScript(cfg.JSImage)}
 	for name := range cfg.Pool {
 		if !slices.ContainsFunc(langs, func(l contexts.Language) bool { return l.Name == name }) {
 			return fmt.Errorf("--pool: unknown language %q", name)

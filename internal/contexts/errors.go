@@ -40,6 +40,12 @@ const (
 	// CodeTemplateNotFound refuses a sandbox of a template the daemon
 	// does not have.
 	CodeTemplateNotFound = "TEMPLATE_NOT_FOUND"
+	// CodeProcessNotFound says a context's container has no process of
+	// the pid asked for.
+	CodeProcessNotFound = "PROCESS_NOT_FOUND"
+	// CodeProcessProtected refuses to kill init, the Jupyter server, a
+	// kernel or one of the daemon's own processes.
+	CodeProcessProtected = "PROCESS_PROTECTED"
 )
 
 // ErrEgressDisabled refuses networking on a daemon that does not allow it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -33,6 +34,8 @@ type fakeRuntime struct {
 	dialErr  error
 	// failRemove lists the context ids whose removal fails.
 	failRemove map[string]bool
+	// execOut, when set, is what every Exec prints, and 0 its exit code.
+	execOut string
 
 	mu      sync.Mutex
 	insts   []Instance                   // what List returns: a previous run's, then Start's
@@ -95,8 +98,14 @@ func (f *fakeRuntime) OpenEgress(context.Context, Instance) (map[string]string, 
 	return map[string]string{"HTTPS_PROXY": "http://proxy"}, nil
 }
 
-func (f *fakeRuntime) Exec(context.Context, Instance, ExecSpec) (int, error) {
-	return 0, errors.New("fakeRuntime runs no processes")
+func (f *fakeRuntime) Exec(_ context.Context, _ Instance, spec ExecSpec) (int, error) {
+	if f.execOut == "" {
+		return 0, errors.New("fakeRuntime runs no processes")
+	}
+	if spec.Stdout != nil {
+		io.WriteString(spec.Stdout, f.execOut)
+	}
+	return 0, nil
 }
 
 func (f *fakeRuntime) Remove(_ context.Context, inst Instance) error {

@@ -9,6 +9,7 @@ import (
 	"path"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ type FileInfo struct {
 	Mode    uint32
 	ModTime time.Time
 	IsDir   bool
+	Regular bool // a regular file: not a directory, FIFO, socket or device
 }
 
 // Linux's bounds on a path and on one name in it (PATH_MAX, NAME_MAX): a
@@ -103,6 +105,8 @@ func fileError(code int, rel string, stderr *bound.Buffer) error {
 		return e(CodeInvalidPath, "path %q is not accessible to the context's user", rel)
 	case fileproto.ExitNoWorkDir:
 		return e(CodeFileNotFound, "the context's working dir no longer exists")
+	case fileproto.ExitExists:
+		return e(CodeInvalidPath, "path %q is in the way: it exists and cannot be replaced, or lies in what would move there", rel)
 	}
 	return cause
 }
@@ -184,8 +188,24 @@ func (s *liveContext) touch() {
 // temporary file that replaces the target once body is read to its end.
 // An error reading body is returned wrapped in a CodeInvalid error.
 // Errors: CodeNotFound, CodeContextDead, CodeInvalidPath, CodeFileNotFound,
-// CodeInvalid, CodeRuntimeUnavailable.
+// CodeInvalid, CodeRuntimeUnavailable. A file it replaces keeps its mode;
+// a new one gets 0644.
 func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (FileInfo, error) {
+	return m.writeFile(ctx, id, p, body, "")
+}
+
+// WriteFileMode is WriteFile, giving the file mode, a permission mode
+// (0o7777 at most, else CodeInvalid).
+func (m *Manager) WriteFileMode(ctx context.Context, id, p string, body io.Reader, mode uint32) (FileInfo, error) {
+	if mode > 0o7777 {
+		return FileInfo{}, Errorf(CodeInvalid, "mode %o is not a permission mode", mode)
+	}
+	return m.writeFile(ctx, id, p, body, fmt.Sprintf("%04o", mode))
+}
+
+// writeFile is WriteFile, with the octal mode the file gets: "" keeps that
+// of the file it replaces.
+func (m *Manager) writeFile(ctx context.Context, id, p string, body io.Reader, mode string) (FileInfo, error) {
 	rel, err := cleanPath(p)
 	if err != nil {
 		return FileInfo{}, err
@@ -235,7 +255,7 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 	}
 
 	out, stderr = bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
-	code, err = m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpCommit, workDir, rel, tmp), User: ContextUser, Stdout: out, Stderr: stderr})
+	code, err = m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpCommit, workDir, rel, tmp, mode), User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:
 		abort()
@@ -333,15 +353,33 @@ func (r *execReader) Close() error {
 	return nil
 }
 
-// maxListing bounds the listing of a directory, in bytes.
-const maxListing = 64 << 20
+// Bounds of a directory's listing: its bytes, and its entries.
+const (
+	maxListing     = 64 << 20
+	maxListEntries = 100_000
+)
+
+// maxListDepth bounds how deep ListTree descends.
+const maxListDepth = 32
 
 // ListFiles lists the directory dir, relative to the context's working
 // dir ("" is the working dir itself), sorted by name. It does not descend
 // into subdirectories; symlinks are described by what they point to.
 // Errors: CodeNotFound, CodeContextDead, CodeInvalidPath (also for a file),
-// CodeFileNotFound, CodeRuntimeUnavailable.
+// CodeFileNotFound, CodeInvalid (for more than 100,000 entries),
+// CodeRuntimeUnavailable.
 func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, error) {
+	return m.ListTree(ctx, id, dir, 1)
+}
+
+// ListTree is ListFiles, descending depth levels: 1 lists dir alone, 2
+// also its subdirectories, and so on, sorted by path. Symlinks are not
+// entered. Errors: those of ListFiles, and CodeInvalid for a depth out of
+// 1 to 32.
+func (m *Manager) ListTree(ctx context.Context, id, dir string, depth int) ([]FileInfo, error) {
+	if depth < 1 || depth > maxListDepth {
+		return nil, Errorf(CodeInvalid, "depth %d is not between 1 and %d", depth, maxListDepth)
+	}
 	rel, err := cleanPath(dir)
 	if err != nil {
 		return nil, err
@@ -352,7 +390,8 @@ func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, er
 	}
 	defer s.touch()
 	out, stderr := bound.NewBuffer(maxListing), bound.NewBuffer(64<<10)
-	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpList, s.workDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
+	cmd := fileproto.Command(fileproto.OpList, s.workDir, rel, strconv.Itoa(depth), strconv.Itoa(maxListEntries+1))
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: cmd, User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:
 		return nil, err
@@ -365,12 +404,112 @@ func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, er
 	if err != nil {
 		return nil, fmt.Errorf("list %s in %s: %w", rel, id, err)
 	}
+	if len(entries) > maxListEntries {
+		return nil, Errorf(CodeInvalid, "%s holds more than %d entries at depth %d: list a subdirectory, or less deep", dir, maxListEntries, depth)
+	}
 	files := []FileInfo{}
 	for _, e := range entries {
 		files = append(files, fileInfo(path.Join(rel, e.Name), e.Info))
 	}
-	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
+	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	return files, nil
+}
+
+// StatFile describes the file or directory at p, relative to the
+// context's working dir; a symlink by what it points to. Errors:
+// CodeNotFound, CodeContextDead, CodeInvalidPath, CodeFileNotFound,
+// CodeRuntimeUnavailable.
+func (m *Manager) StatFile(ctx context.Context, id, p string) (FileInfo, error) {
+	rel, err := cleanPath(p)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	out, code, stderr, err := m.fileOp(ctx, id, fileproto.OpStat, rel)
+	if err == nil && code != 0 {
+		err = fileError(code, rel, stderr)
+	}
+	if err != nil {
+		return FileInfo{}, err
+	}
+	return describe(out, rel)
+}
+
+// MakeDir makes the directory p, relative to the context's working dir,
+// with mode, and describes it. With parents, it makes p's missing parents
+// too, and a directory at p already is no failure, as with mkdir -p.
+// Errors: CodeNotFound, CodeContextDead, CodeInvalid (a mode past 0o7777),
+// CodeInvalidPath (also for something at p), CodeFileNotFound (p's parent
+// is missing, without parents), CodeRuntimeUnavailable.
+func (m *Manager) MakeDir(ctx context.Context, id, p string, mode uint32, parents bool) (FileInfo, error) {
+	if mode > 0o7777 {
+		return FileInfo{}, Errorf(CodeInvalid, "mode %o is not a permission mode", mode)
+	}
+	rel, err := cleanPath(p)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	flag := "0"
+	if parents {
+		flag = "1"
+	}
+	out, code, stderr, err := m.fileOp(ctx, id, fileproto.OpMkdir, rel, fmt.Sprintf("%04o", mode), flag)
+	switch {
+	case err != nil:
+		return FileInfo{}, err
+	case code == fileproto.ExitNotFound:
+		return FileInfo{}, Errorf(CodeFileNotFound, "the parent of %s does not exist; make it first, or ask for parents", rel)
+	case code != 0:
+		return FileInfo{}, fileError(code, rel, stderr)
+	}
+	return describe(out, rel)
+}
+
+// MoveFile renames the file or directory at src to dst, both relative to
+// the context's working dir, making dst's missing parents, and describes
+// it there. A file at dst is replaced; a directory there is not, nor is
+// anything by a directory. A symlink is moved itself. Errors: CodeNotFound,
+// CodeContextDead, CodeInvalidPath (also for something in the way at dst),
+// CodeFileNotFound, CodeRuntimeUnavailable.
+func (m *Manager) MoveFile(ctx context.Context, id, src, dst string) (FileInfo, error) {
+	from, err := cleanPath(src)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	to, err := cleanPath(dst)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	if from == "." || to == "." {
+		return FileInfo{}, Errorf(CodeInvalidPath, "the working dir cannot be moved, nor anything put in its place")
+	}
+	out, code, stderr, err := m.fileOp(ctx, id, fileproto.OpMove, from, to)
+	switch {
+	case err != nil:
+		return FileInfo{}, err
+	case code == fileproto.ExitNotFound:
+		return FileInfo{}, fileError(code, from, stderr)
+	case code == fileproto.ExitOutside || code == fileproto.ExitDenied:
+		return FileInfo{}, fileError(code, from+" or "+to, stderr)
+	case code != 0:
+		return FileInfo{}, fileError(code, to, stderr)
+	}
+	return describe(out, to)
+}
+
+// fileOp runs op of the file protocol with args in the context's
+// container, and returns what it printed, its exit code and its stderr.
+func (m *Manager) fileOp(ctx context.Context, id string, op fileproto.Op, args ...string) (string, int, *bound.Buffer, error) {
+	s, err := m.running(id)
+	if err != nil {
+		return "", 0, nil, err
+	}
+	defer s.touch()
+	out, stderr := bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(op, s.workDir, args...), User: ContextUser, Stdout: out, Stderr: stderr})
+	if err == nil && out.Truncated() {
+		err = fmt.Errorf("%s in %s: more output than %d bytes", op, id, 64<<10)
+	}
+	return out.String(), code, stderr, err
 }
 
 // DeleteFile removes the file at p, relative to the context's working dir;
@@ -411,7 +550,7 @@ func describe(s, rel string) (FileInfo, error) {
 }
 
 func fileInfo(rel string, i fileproto.Info) FileInfo {
-	return FileInfo{Name: path.Base(rel), Path: rel, Size: i.Size, Mode: i.Mode, ModTime: i.ModTime, IsDir: i.IsDir}
+	return FileInfo{Name: path.Base(rel), Path: rel, Size: i.Size, Mode: i.Mode, ModTime: i.ModTime, IsDir: i.IsDir, Regular: i.Regular}
 }
 
 // countingReader counts the bytes read through it and keeps the first

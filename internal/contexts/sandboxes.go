@@ -319,6 +319,9 @@ func (m *Manager) DefaultContext(ctx context.Context, id, language string) (Info
 	if language == "" {
 		language = b.lang.Name
 	}
+	if l, ok := m.language(language); ok {
+		language = l.Name // one default for a language and its aliases
+	}
 	b.mu.Lock()
 	cid := b.defaults[language]
 	b.mu.Unlock()

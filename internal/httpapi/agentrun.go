@@ -210,16 +210,16 @@ func agentRunResults(e contexts.Execution) []agentRunResult {
 // ones go through /api/v1/contexts/{id}/files, which streams.
 const agentRunFileLimit = 10 << 20
 
-// agentRunTarget returns the id files and processes act on, the
-// sandbox's (or a context's, which stands for its container), and the dir
-// their paths are relative to.
-func agentRunTarget(r *http.Request, svc contextService) (id, workDir string, err error) {
-	id = chi.URLParam(r, "sandbox_id")
-	workDir, err = svc.WorkingDir(id)
+// agentRunContextOf returns where the files and processes routes act:
+// the sandbox the id names (or the context, whose id stands for its
+// container), as its id and the dir their paths are relative to.
+func agentRunContextOf(r *http.Request, svc contextService) (contexts.Info, error) {
+	id := chi.URLParam(r, "sandbox_id")
+	workDir, err := svc.WorkingDir(id)
 	if contexts.Code(err) == contexts.CodeNotFound {
 		err = contexts.Errorf(contexts.CodeSandboxNotFound, "Sandbox not found")
 	}
-	return id, workDir, err
+	return contexts.Info{ID: id, WorkingDir: workDir}, err
 }
 
 // agentRunPath makes an AgentRun path relative to the working dir: the
@@ -238,20 +238,20 @@ func agentRunPath(p, workDir string) string {
 
 func handleAgentRunReadFile(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id, workDir, err := agentRunTarget(r, svc)
+		c, err := agentRunContextOf(r, svc)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
 		p := r.URL.Query().Get("path")
-		info, body, err := svc.OpenFile(r.Context(), id, agentRunPath(p, workDir))
+		info, body, err := svc.OpenFile(r.Context(), c.ID, agentRunPath(p, c.WorkingDir))
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
 		defer body.Close()
 		if info.Size > agentRunFileLimit {
-			writeError(w, r, log, contexts.Errorf(codeTooLarge, "%s has %d bytes, more than this route carries; GET /api/v1/contexts/%s/files/%s streams it", p, info.Size, id, info.Path))
+			writeError(w, r, log, contexts.Errorf(codeTooLarge, "%s has %d bytes, more than this route carries; GET /api/v1/contexts/%s/files/%s streams it", p, info.Size, c.ID, info.Path))
 			return
 		}
 		b, err := io.ReadAll(body)
@@ -270,12 +270,18 @@ func handleAgentRunReadFile(log *slog.Logger, svc contextService) http.HandlerFu
 func handleAgentRunWriteFile(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
-			Path     string `json:"path"`
-			Content  string `json:"content"`
-			Encoding string `json:"encoding"`
+			Path      string `json:"path"`
+			Content   string `json:"content"`
+			Encoding  string `json:"encoding"`
+			Mode      string `json:"mode"`
+			CreateDir *bool  `json:"createDir"`
 		}
 		if err := decode(r, &req); err != nil {
 			writeError(w, r, log, err)
+			return
+		}
+		if req.Mode != "" && !modePattern.MatchString(req.Mode) {
+			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "mode %q is not an octal permission mode such as 644", req.Mode))
 			return
 		}
 		content := []byte(req.Content)
@@ -291,12 +297,12 @@ func handleAgentRunWriteFile(log *slog.Logger, svc contextService) http.HandlerF
 			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "encoding %q is neither utf-8 nor base64", req.Encoding))
 			return
 		}
-		id, workDir, err := agentRunTarget(r, svc)
+		c, err := agentRunContextOf(r, svc)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		info, err := svc.WriteFile(r.Context(), id, agentRunPath(req.Path, workDir), bytes.NewReader(content))
+		info, err := agentRunWrite(r.Context(), svc, c, req.Path, bytes.NewReader(content), req.Mode, req.CreateDir == nil || *req.CreateDir)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -326,13 +332,13 @@ func handleAgentRunCmd(log *slog.Logger, svc contextService) http.HandlerFunc {
 			writeError(w, r, log, err)
 			return
 		}
-		id, workDir, err := agentRunTarget(r, svc)
+		c, err := agentRunContextOf(r, svc)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		creq := contexts.CommandRequest{Command: *req.Command, Cwd: agentRunPath(req.Cwd, workDir), Timeout: duration(req.Timeout)}
-		res, err := svc.RunCommand(r.Context(), id, creq)
+		creq := contexts.CommandRequest{Command: *req.Command, Cwd: agentRunPath(req.Cwd, c.WorkingDir), Timeout: duration(req.Timeout)}
+		res, err := svc.RunCommand(r.Context(), c.ID, creq)
 		if err != nil {
 			writeError(w, r, log, err)
 			return

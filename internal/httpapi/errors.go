@@ -32,6 +32,8 @@ var statusByCode = map[string]int{
 	contexts.CodeSandboxNotFound:     http.StatusNotFound,
 	contexts.CodeSandboxStopped:      http.StatusConflict,
 	contexts.CodeTemplateNotFound:    http.StatusNotFound,
+	contexts.CodeProcessNotFound:     http.StatusNotFound,
+	contexts.CodeProcessProtected:    http.StatusForbidden,
 	codeTooLarge:                     http.StatusRequestEntityTooLarge,
 	codeNotFound:                     http.StatusNotFound,
 	codeMethodNotAllowed:             http.StatusMethodNotAllowed,

@@ -30,6 +30,7 @@ type contextService interface {
 	Languages(ctx context.Context) ([]contexts.LanguageStatus, error)
 	Pools() []contexts.PoolStatus
 	fileService
+	agentRunService
 	historyService
 	sandboxService
 }
@@ -100,6 +101,7 @@ func addRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
 		r.Post("/files", handleAgentRunWriteFile(log, svc))
 		r.Post("/processes/cmd", handleAgentRunCmd(log, svc))
 	})
+	addAgentRunDataRoutes(r, log, svc, cfg)
 	if cfg.MCP != nil {
 		// The methods of MCP's streamable HTTP transport; others get our 405.
 		r.Post("/mcp", cfg.MCP.ServeHTTP)
