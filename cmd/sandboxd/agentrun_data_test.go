@@ -27,16 +27,12 @@ type agentRunProcessJSON struct {
 	Protected                         bool
 }
 
-// agentRunContext makes a context as an AgentRun SDK does, in its default
-// cwd, and returns the base of its sandbox's routes: the sandbox id is
-// the context's.
+// agentRunContext makes a sandbox as an AgentRun SDK does, and returns the
+// base of its routes; code run there without a context id runs in its
+// default context.
 func agentRunContext(tb testing.TB, d *daemon) string {
 	tb.Helper()
-	var c struct{ ID string }
-	if status := d.call(tb, "POST", "/sandboxes/sb/contexts", map[string]string{"language": "python", "cwd": "/home/user"}, &c); status != http.StatusOK {
-		tb.Fatalf("create: %d", status)
-	}
-	return "/sandboxes/" + c.ID
+	return "/sandboxes/" + d.newSandbox(tb, "python")
 }
 
 // upload sends data as the SDKs' upload_file does: a multipart form of
@@ -269,8 +265,8 @@ func TestAgentRunFileSystem(t *testing.T) {
 	if status := d.call(t, "GET", base+"/filesystem/stat?path=proj/fifo", nil, &f); status != http.StatusOK || f.Type != "other" {
 		t.Errorf("stat of a FIFO: %d %+v", status, f)
 	}
-	if status, b := d.upload(t, "/sandboxes/sb", "x", []byte("x"), false); status != http.StatusNotFound || !strings.Contains(string(b), "CONTEXT_NOT_FOUND") {
-		t.Errorf("upload to a sandbox id that is no context: %d %s", status, b)
+	if status, b := d.upload(t, "/sandboxes/sb", "x", []byte("x"), false); status != http.StatusNotFound || !strings.Contains(string(b), "SANDBOX_NOT_FOUND") {
+		t.Errorf("upload to an unknown sandbox: %d %s", status, b)
 	}
 }
 

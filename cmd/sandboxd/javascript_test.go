@@ -132,13 +132,19 @@ func TestJavaScriptStreaming(t *testing.T) {
 // context reports its language by its name.
 func TestJavaScriptAliasOnAgentRun(t *testing.T) {
 	d := startDaemon(t)
+	sb := d.newSandbox(t, "javascript")
 	var e agentRunExecuteJSON
-	d.call(t, "POST", "/sandboxes/sb1/contexts/execute", map[string]any{"code": "[1, 2].map(x => x * 2)", "language": "js"}, &e)
+	d.call(t, "POST", "/sandboxes/"+sb+"/contexts/execute", map[string]any{"code": "[1, 2].map(x => x * 2)", "language": "js"}, &e)
 	if got, want := e.summary(), "result:[ 2, 4 ] | endOfExecution:ok"; got != want {
 		t.Errorf("execute as js: %q, want %q", got, want)
 	}
 	var c struct{ ID, Language string }
-	if status := d.call(t, "GET", "/sandboxes/sb1/contexts/"+e.ContextID, nil, &c); status != http.StatusOK || c.Language != "javascript" {
+	if status := d.call(t, "GET", "/sandboxes/"+sb+"/contexts/"+e.ContextID, nil, &c); status != http.StatusOK || c.Language != "javascript" {
 		t.Errorf("get: %d %+v", status, c)
+	}
+	// The same default context, by the language's own name.
+	var again agentRunExecuteJSON
+	if d.call(t, "POST", "/sandboxes/"+sb+"/execute", map[string]any{"code": "1", "language": "javascript"}, &again); again.ContextID != e.ContextID {
+		t.Errorf("default context by name %s, by alias %s", again.ContextID, e.ContextID)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path"
 	"slices"
 	"sort"
@@ -110,10 +111,33 @@ func fileError(code int, rel string, stderr *bound.Buffer) error {
 	return cause
 }
 
-// running returns the context with id when its container can run
-// processes, and counts the call as activity, so that a context used only
-// through files and commands is not culled as idle.
-func (m *Manager) running(id string) (*sandbox, error) {
+// target is where files and commands act: a container, and the working
+// dir their paths are relative to.
+type target struct {
+	id      string
+	inst    Instance
+	workDir string
+	ctx     *liveContext // nil when id names a sandbox
+	sb      *sandbox     // nil for a context with a container of its own
+}
+
+// running resolves id, a sandbox's or a context's, to the container files
+// and commands act on: a context in a sandbox acts on the sandbox's. It
+// fails unless the container can run processes, and counts the call as
+// activity, so that what is used only through files and commands is not
+// culled as idle. It is the one place that says what an id's files are.
+func (m *Manager) running(id string) (*target, error) {
+	if b, err := m.getSandbox(id); err == nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if err := b.usable(); err != nil {
+			return nil, err
+		}
+		b.lastActivity = time.Now().UTC()
+		return &target{id: id, inst: b.inst, workDir: DefaultWorkingDir, sb: b}, nil
+	}
+	// A context shares its sandbox's state: they die together, and a
+	// stopped sandbox's contexts are gone.
 	s, err := m.get(id)
 	if err != nil {
 		return nil, err
@@ -129,11 +153,30 @@ func (m *Manager) running(id string) (*sandbox, error) {
 		return nil, ErrRecovering
 	}
 	s.lastActivity = time.Now().UTC()
-	return s, nil
+	return &target{id: id, inst: s.inst, workDir: s.info.WorkingDir, ctx: s, sb: s.sb}, nil
+}
+
+// touch records activity on t.
+func (t *target) touch() {
+	if t.ctx != nil {
+		t.ctx.touch()
+	} else {
+		t.sb.touch()
+	}
+}
+
+// env is what t's commands run with: its context's env.
+func (t *target) env() map[string]string {
+	if t.ctx == nil {
+		return map[string]string{}
+	}
+	t.ctx.mu.Lock()
+	defer t.ctx.mu.Unlock()
+	return maps.Clone(t.ctx.env)
 }
 
 // touch records activity on s.
-func (s *sandbox) touch() {
+func (s *liveContext) touch() {
 	s.mu.Lock()
 	s.lastActivity = time.Now().UTC()
 	s.mu.Unlock()
@@ -175,7 +218,7 @@ func (m *Manager) writeFile(ctx context.Context, id, p string, body io.Reader, m
 		return FileInfo{}, err
 	}
 	defer s.touch()
-	workDir := s.info.WorkingDir
+	workDir := s.workDir
 
 	in := &countingReader{r: body}
 	out, stderr := bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
@@ -227,11 +270,11 @@ func (m *Manager) writeFile(ctx context.Context, id, p string, body io.Reader, m
 }
 
 // removeTemp removes an upload's temporary file, even when ctx has ended.
-func (m *Manager) removeTemp(ctx context.Context, s *sandbox, workDir, tmp string) {
+func (m *Manager) removeTemp(ctx context.Context, s *target, workDir, tmp string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if _, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpAbort, workDir, ".", tmp), User: ContextUser}); err != nil {
-		m.log.Warn("could not remove an upload's temporary file", "context_id", s.info.ID, "file", tmp, "error", err)
+		m.log.Warn("could not remove an upload's temporary file", "id", s.id, "file", tmp, "error", err)
 	}
 }
 
@@ -261,7 +304,7 @@ func (m *Manager) OpenFile(ctx context.Context, id, p string) (FileInfo, io.Read
 	go func() {
 		defer close(done)
 		defer s.touch()
-		code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpRead, s.info.WorkingDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
+		code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpRead, s.workDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
 		_, seen := out.Head()
 		switch {
 		case err != nil:
@@ -347,7 +390,7 @@ func (m *Manager) ListTree(ctx context.Context, id, dir string, depth int) ([]Fi
 	}
 	defer s.touch()
 	out, stderr := bound.NewBuffer(maxListing), bound.NewBuffer(64<<10)
-	cmd := fileproto.Command(fileproto.OpList, s.info.WorkingDir, rel, strconv.Itoa(depth), strconv.Itoa(maxListEntries+1))
+	cmd := fileproto.Command(fileproto.OpList, s.workDir, rel, strconv.Itoa(depth), strconv.Itoa(maxListEntries+1))
 	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: cmd, User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:
@@ -462,7 +505,7 @@ func (m *Manager) fileOp(ctx context.Context, id string, op fileproto.Op, args .
 	}
 	defer s.touch()
 	out, stderr := bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
-	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(op, s.info.WorkingDir, args...), User: ContextUser, Stdout: out, Stderr: stderr})
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(op, s.workDir, args...), User: ContextUser, Stdout: out, Stderr: stderr})
 	if err == nil && out.Truncated() {
 		err = fmt.Errorf("%s in %s: more output than %d bytes", op, id, 64<<10)
 	}
@@ -487,7 +530,7 @@ func (m *Manager) DeleteFile(ctx context.Context, id, p string) error {
 	}
 	defer s.touch()
 	stderr := bound.NewBuffer(64 << 10)
-	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpDelete, s.info.WorkingDir, rel), User: ContextUser, Stderr: stderr})
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpDelete, s.workDir, rel), User: ContextUser, Stderr: stderr})
 	switch {
 	case err != nil:
 		return err

@@ -66,7 +66,7 @@ func (m *Manager) ListProcesses(ctx context.Context, id string) ([]Process, erro
 	}
 	defer s.touch()
 	out, stderr := bound.NewBuffer(16<<20), bound.NewBuffer(64<<10)
-	cmd := fileproto.Command(fileproto.OpProcesses, s.info.WorkingDir, ".", strconv.Itoa(maxProcesses))
+	cmd := fileproto.Command(fileproto.OpProcesses, s.workDir, ".", strconv.Itoa(maxProcesses))
 	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: cmd, User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:

@@ -82,8 +82,8 @@ func newAgentRunFile(f contexts.FileInfo, workDir string) agentRunFile {
 	}
 }
 
-// agentRunData runs serve with the context the sandbox id names, and
-// answers with what it returns, or its error.
+// agentRunData runs serve with where the sandbox id's files and processes
+// are (agentRunContextOf), and answers with what it returns, or its error.
 func agentRunData(log *slog.Logger, svc contextService, serve func(r *http.Request, c contexts.Info) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, err := agentRunContextOf(r, svc)
