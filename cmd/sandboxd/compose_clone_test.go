@@ -142,6 +142,11 @@ func TestComposeFreshClone(t *testing.T) {
 		t.Errorf("execute: %v %s", err, out)
 	}
 
+	// The images exist now: up uses them as they are.
+	if out := must("docker-compose up -d"); strings.Contains(out, "Building") {
+		t.Errorf("a second docker-compose up -d built again:\n%s", out)
+	}
+
 	// A context that cannot be made is an ERROR line that the guide's grep
 	// finds: here, its image is gone.
 	must("docker rmi " + owner + "/r-kernel:latest")
@@ -152,10 +157,6 @@ func TestComposeFreshClone(t *testing.T) {
 		t.Errorf("docker logs | grep ERROR: %q, want the failed create", out)
 	}
 
-	// The images exist now: up uses them as they are.
-	if out := must("docker-compose up -d"); strings.Contains(out, "Building") {
-		t.Errorf("a second docker-compose up -d built again:\n%s", out)
-	}
 	must("docker-compose down")
 	if out, err := exec.Command("docker", "ps", "-aq", "--filter", "name=^/"+container+"$").Output(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("container %s left after docker-compose down: %q %v", container, out, err)
