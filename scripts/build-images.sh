@@ -44,6 +44,7 @@ base_image() {
 	# Keep the image small, as the slim image does.
 	rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/archives/*.deb
 	tar -C "$dir" -c . | "$DOCKER" import - "$LOCAL_BASE" >/dev/null
+	log "docker-compose builds on this machine want SANDBOXD_BASE_IMAGE=$LOCAL_BASE"
 	echo "$LOCAL_BASE"
 }
 
