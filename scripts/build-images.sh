@@ -46,6 +46,7 @@ base_image() {
 	# Keep the image small, as the slim image does.
 	rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/archives/*.deb
 	tar -C "$dir" -c . | "$DOCKER" import - "$LOCAL_BASE" >/dev/null
+	log "docker-compose builds on this machine want SANDBOXD_BASE_IMAGE=$LOCAL_BASE"
 	echo "$LOCAL_BASE"
 }
 
@@ -108,6 +109,15 @@ done
 if [ "${1:-}" != "--kernel-only" ]; then
 	ctx=$(mktemp -d)
 	trap 'rm -rf "$ctx"' EXIT
-	cp bin/sandboxd images/sandboxd/Dockerfile "$ctx/"
+	# The binary make build made goes in, in place of the Dockerfile's build
+	# stage: the host's Go build cache makes it seconds where that stage,
+	# with no cache across source changes, takes minutes. The rest is the
+	# Dockerfile's last stage, as docker-compose builds it.
+	cp bin/sandboxd "$ctx/"
+	{
+		echo 'ARG BASE_IMAGE'
+		sed -n '/^FROM \${BASE_IMAGE}$/,$p' images/sandboxd/Dockerfile | sed 's|^COPY --from=build /sandboxd |COPY sandboxd |'
+	} >"$ctx/Dockerfile"
+	grep -q '^COPY sandboxd /usr/local/bin/sandboxd$' "$ctx/Dockerfile" || { log "images/sandboxd/Dockerfile: no last stage that copies /sandboxd"; exit 1; }
 	build "$SANDBOXD_IMAGE" "$ctx" "$ctx/Dockerfile" "$base"
 fi

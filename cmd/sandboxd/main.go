@@ -90,6 +90,7 @@ type config struct {
 	HistoryBytes   byteSize
 	MCPSessions    mcp.SessionLimits
 	LogFormat      string
+	LogOutput      string
 	LogLevel       slog.Level
 }
 
@@ -273,6 +274,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.BoolVar(&c.KeepContexts, "keep-contexts", false, "on SIGTERM, leave contexts running for the next run to take over, instead of removing them")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening on a non-loopback address without auth")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.LogOutput, "log-output", "stderr", "where the logs go: stderr or stdout")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -297,6 +299,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	switch {
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return c, fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	case c.LogOutput != "stderr" && c.LogOutput != "stdout":
+		return c, fmt.Errorf("--log-output must be stderr or stdout, not %q", c.LogOutput)
 	case c.DefaultTimeout <= 0 || c.MaxTimeout < c.DefaultTimeout:
 		return c, errors.New("--default-timeout must be positive and no more than --max-timeout")
 	case c.TmpSize >= c.Memory:
@@ -398,11 +402,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("--listen %s is reachable from other machines: set --api-key or --basic-auth, or --insecure to serve it without auth", cfg.Listen)
 	}
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	logOut := stderr
+	if cfg.LogOutput == "stdout" {
+		logOut = stdout
+	}
 	var log *slog.Logger
 	if cfg.LogFormat == "json" {
-		log = slog.New(slog.NewJSONHandler(stderr, opts))
+		log = slog.New(slog.NewJSONHandler(logOut, opts))
 	} else {
-		log = slog.New(slog.NewTextHandler(stderr, opts))
+		log = slog.New(slog.NewTextHandler(logOut, opts))
 	}
 
 	rt, err := newRuntime(ctx, cfg, log)
