@@ -30,24 +30,32 @@ log() { echo "build-images: $*" >&2; }
 
 have_image() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
-# base_image prints the name of a usable Debian trixie base image.
+# base_image prints the name of a usable Debian trixie base image. Where
+# $BASE_IMAGE cannot be pulled, the one made with debootstrap also gets that
+# name, locally, so that the Dockerfiles and a bare docker-compose build find
+# their default base; a later pull replaces it.
 base_image() {
 	if have_image "$BASE_IMAGE"; then echo "$BASE_IMAGE"; return; fi
-	if have_image "$LOCAL_BASE"; then echo "$LOCAL_BASE"; return; fi
-	if timeout 60 "$DOCKER" pull "$BASE_IMAGE" >/dev/null 2>&1; then echo "$BASE_IMAGE"; return; fi
-	log "cannot pull $BASE_IMAGE; making $LOCAL_BASE with debootstrap"
-	if ! command -v debootstrap >/dev/null; then
-		apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
+	if ! have_image "$LOCAL_BASE" && timeout 60 "$DOCKER" pull "$BASE_IMAGE" >/dev/null 2>&1; then
+		echo "$BASE_IMAGE"
+		return
 	fi
-	local dir
-	dir=$(mktemp -d)
-	trap 'rm -rf "$dir"' RETURN
-	debootstrap --variant=minbase trixie "$dir" "$DEBIAN_MIRROR" >&2
-	# Keep the image small, as the slim image does.
-	rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/archives/*.deb
-	tar -C "$dir" -c . | "$DOCKER" import - "$LOCAL_BASE" >/dev/null
-	log "docker-compose builds on this machine want SANDBOXD_BASE_IMAGE=$LOCAL_BASE"
-	echo "$LOCAL_BASE"
+	if ! have_image "$LOCAL_BASE"; then
+		log "cannot pull $BASE_IMAGE; making $LOCAL_BASE with debootstrap"
+		if ! command -v debootstrap >/dev/null; then
+			apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
+		fi
+		local dir
+		dir=$(mktemp -d)
+		trap 'rm -rf "$dir"' RETURN
+		debootstrap --variant=minbase trixie "$dir" "$DEBIAN_MIRROR" >&2
+		# Keep the image small, as the slim image does.
+		rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/archives/*.deb
+		tar -C "$dir" -c . | "$DOCKER" import - "$LOCAL_BASE" >/dev/null
+	fi
+	"$DOCKER" tag "$LOCAL_BASE" "$BASE_IMAGE"
+	log "$BASE_IMAGE is $LOCAL_BASE, made with debootstrap"
+	echo "$BASE_IMAGE"
 }
 
 # inputs_hash hashes everything an image is built from, so an unchanged image

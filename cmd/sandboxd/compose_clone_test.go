@@ -49,9 +49,6 @@ func TestComposeFreshClone(t *testing.T) {
 		"SANDBOXD_PORT="+port,
 		"SANDBOXD_API_KEY=",
 	)
-	if base := localBaseImage(); base != "" {
-		env = append(env, "SANDBOXD_BASE_IMAGE="+base)
-	}
 	if os.Getenv("SANDBOXD_BUILD_CA_CERTS") == "" {
 		env = append(env, "SANDBOXD_BUILD_CA_CERTS="+localCACerts(t))
 	}
@@ -220,19 +217,6 @@ func (g guide) follow(tb testing.TB, line, want string) {
 	if !found {
 		tb.Fatalf("%s: no line with %q in two minutes:\n%s", line, want, seen.String())
 	}
-}
-
-// localBaseImage returns the Debian base make images used, as
-// scripts/build-images.sh picks it: debian:trixie-slim when the engine
-// has it, else the one it made with debootstrap when there is no
-// registry; "" when neither is there, for the build to pull the former.
-func localBaseImage() string {
-	for _, name := range []string{"debian:trixie-slim", "sandboxd/debian-base:trixie"} {
-		if exec.Command("docker", "image", "inspect", name).Run() == nil {
-			return name
-		}
-	}
-	return ""
 }
 
 // localCACerts returns the certificates added to this machine's trust
