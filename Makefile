@@ -25,7 +25,7 @@ browser:
 # The README's test command; CI runs it. Tests that need Docker (or a
 # browser) fail, not skip, when it is missing.
 test: images browser
-	SANDBOXD_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -timeout 30m ./...
+	SANDBOXD_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -timeout 45m ./...
 	$(MAKE) test-exec test-podman
 
 # The end-to-end tests of what goes between the daemon and its kernels.

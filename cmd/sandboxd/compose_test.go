@@ -31,8 +31,19 @@ func compose(env []string, args ...string) error {
 
 // requireCompose skips or fails tb as testenv.RequireDocker does, and
 // also when docker-compose is not installed; it fails tb when the image
-// docker-compose.yml runs has not been built.
+// docker-compose.yml runs has not been built: the tests that use the
+// images make images built must not wait minutes for a build of their own.
 func requireCompose(tb testing.TB) {
+	tb.Helper()
+	requireComposeTool(tb)
+	if err := exec.Command("docker", "image", "inspect", "sandboxd/sandboxd:latest").Run(); err != nil {
+		tb.Fatal("image sandboxd/sandboxd:latest is missing: run make images")
+	}
+}
+
+// requireComposeTool skips or fails tb as testenv.RequireDocker does, and
+// also when docker-compose is not installed.
+func requireComposeTool(tb testing.TB) {
 	tb.Helper()
 	testenv.RequireDocker(tb)
 	if _, err := exec.LookPath("docker-compose"); err != nil {
@@ -40,9 +51,6 @@ func requireCompose(tb testing.TB) {
 			tb.Fatal("docker-compose is required but not installed")
 		}
 		tb.Skip("docker-compose not installed")
-	}
-	if err := exec.Command("docker", "image", "inspect", "sandboxd/sandboxd:latest").Run(); err != nil {
-		tb.Fatal("image sandboxd/sandboxd:latest is missing: run make images")
 	}
 }
 
@@ -52,8 +60,8 @@ func TestDockerCompose(t *testing.T) {
 	requireCompose(t)
 	owner := testenv.Owner(t)
 	addr := freeAddr(t)
-	env := []string{"COMPOSE_PROJECT_NAME=" + owner, "SANDBOXD_NAME=" + owner, "SANDBOXD_PORT=" + addr[strings.LastIndex(addr, ":")+1:]}
-	// The project name is the test's own: never the user's compose project.
+	env := []string{"COMPOSE_PROJECT_NAME=" + owner, "SANDBOXD_NAME=" + owner, "SANDBOXD_CONTAINER_NAME=" + owner, "SANDBOXD_PORT=" + addr[strings.LastIndex(addr, ":")+1:]}
+	// The project and container names are the test's own: never the user's.
 	t.Cleanup(func() { compose(env, "down") })
 	if err := compose(env, "up", "-d"); err != nil {
 		t.Fatal(err)
@@ -115,7 +123,7 @@ func TestComposeDeployment(t *testing.T) {
 	writeOverride := func(keepContexts bool) {
 		t.Helper()
 		yml := fmt.Sprintf(`services:
-  sandboxd:
+  sandbox-code-interpreter:
     container_name: %s
     environment:
       SANDBOXD_NAME: %s

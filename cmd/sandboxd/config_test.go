@@ -97,6 +97,36 @@ func TestEgressFlags(t *testing.T) {
 	}
 }
 
+func TestLogOutputFlag(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		env  string
+		want string
+		bad  bool
+	}{
+		{want: "stderr"},
+		{args: []string{"--log-output", "stdout"}, want: "stdout"},
+		{env: "stdout", want: "stdout"},
+		{args: []string{"--log-output", "stderr"}, env: "stdout", want: "stderr"},
+		{args: []string{"--log-output", "/var/log/sandboxd.log"}, bad: true},
+		{env: "STDOUT", bad: true},
+	} {
+		getenv := func(k string) string {
+			if k == "SANDBOXD_LOG_OUTPUT" {
+				return tt.env
+			}
+			return ""
+		}
+		c, err := parseConfig(tt.args, getenv, io.Discard)
+		switch {
+		case tt.bad && err == nil:
+			t.Errorf("%v %q: no error, output %q", tt.args, tt.env, c.LogOutput)
+		case !tt.bad && (err != nil || c.LogOutput != tt.want):
+			t.Errorf("%v %q: %q %v, want %q", tt.args, tt.env, c.LogOutput, err, tt.want)
+		}
+	}
+}
+
 func TestRunnersFlag(t *testing.T) {
 	for _, tt := range []struct {
 		args []string

@@ -351,7 +351,7 @@ func TestLanguages(t *testing.T) {
 		}
 		names = append(names, l.Name)
 	}
-	if got := strings.Join(names, " "); got != "python r bash" {
+	if got := strings.Join(names, " "); got != "python r bash javascript" {
 		t.Errorf("languages %q", got)
 	}
 
@@ -369,6 +369,11 @@ func TestLanguages(t *testing.T) {
 			language: "bash", code: "echo $((2+2))", want: "4\n",
 			probe: `pwd; echo "$GREETING"; python3 -c 'import os; print(os.environ["GREETING"])'`, probeWant: "/workspace/sub\nit's \"here\"\nit's \"here\"\n",
 			fail: "false", failName: "BashError",
+		},
+		{
+			language: "javascript", code: "console.log(2 + 2)", want: "4\n",
+			probe: `console.log([process.cwd(), process.env.GREETING, require('child_process').execSync('echo "$GREETING"').toString().trim()].join('\n'))`, probeWant: "/workspace/sub\nit's \"here\"\nit's \"here\"\n",
+			fail: "null.x", failName: "TypeError",
 		},
 	} {
 		t.Run(tt.language, func(t *testing.T) {

@@ -51,6 +51,7 @@ type config struct {
 	Image          string
 	RImage         string
 	BashImage      string
+	JSImage        string
 	SocketDir      string
 	Transport      string
 	StateDir       string
@@ -93,6 +94,7 @@ type config struct {
 	RunTimeout     time.Duration
 	RunnerWait     time.Duration
 	LogFormat      string
+	LogOutput      string
 	LogLevel       slog.Level
 }
 
@@ -245,6 +247,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.Image, "image", "sandboxd/python-kernel:latest", "image of Python contexts")
 	fs.StringVar(&c.RImage, "r-image", "sandboxd/r-kernel:latest", "image of R contexts")
 	fs.StringVar(&c.BashImage, "bash-image", "sandboxd/bash-kernel:latest", "image of bash contexts")
+	fs.StringVar(&c.JSImage, "javascript-image", "sandboxd/javascript-kernel:latest", "image of JavaScript (Node.js) contexts")
 	fs.StringVar(&c.SocketDir, "socket-dir", "/run/sandboxd", "directory for the kernels' unix sockets where the engine shares it (--transport socket): the same path on the engine's host when sandboxd runs in a container")
 	fs.StringVar(&c.Transport, "transport", docker.TransportAuto, "how sandboxd reaches a context's Jupyter server: socket (a unix socket in --socket-dir, which the engine mounts into the container), exec (a relay over the engine's exec API; needs no shared path: Docker Desktop, Podman, remote engines), or auto: socket where the engine sees --socket-dir, exec elsewhere")
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory, read by sandboxd alone, for the records that let a restarted daemon take its contexts over; empty is --socket-dir")
@@ -272,13 +275,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 30*time.Second, "how long running requests may finish after SIGTERM")
 	fs.Var(&c.Pool, "pool", "ready kernels to keep per language, as python=2,r=1; 0 or none for a language starts its contexts cold")
 	fs.DurationVar(&c.PoolMaxAge, "pool-max-age", 30*time.Minute, "how long a kernel may wait in the pool before a fresh one replaces it; 0 is no limit")
-	fs.IntVar(&c.MaxContexts, "max-contexts", 50, "most contexts that may exist at once; more are refused with 429; 0 is no limit")
+	fs.IntVar(&c.MaxContexts, "max-contexts", 50, "most containers that may exist at once, a context of its own or a sandbox of any number of contexts; more are refused with 429; 0 is no limit")
 	fs.DurationVar(&c.FullWait, "full-wait", 0, "how long a create waits for room when --max-contexts contexts exist; 0 refuses it at once")
 	fs.StringVar(&c.APIKey, "api-key", "", "require Authorization: Bearer with this key on every request but /health")
 	fs.StringVar(&c.APIKeyFile, "api-key-file", "", "file of API keys, one per line, each accepted like --api-key")
 	fs.StringVar(&c.BasicAuth, "basic-auth", "", "require HTTP Basic credentials user:password (or an API key)")
 	fs.StringVar(&c.AllowedHosts, "allowed-hosts", "", "Host header names accepted besides localhost when no auth is set, comma-separated; * for any")
-	fs.DurationVar(&c.IdleTTL, "idle-ttl", 30*time.Minute, "remove a context after this long without an execution; 0 keeps it until deleted")
+	fs.DurationVar(&c.IdleTTL, "idle-ttl", 30*time.Minute, "remove a context after this long without an execution, and the longest and default idle timeout of a sandbox; 0 keeps contexts until deleted")
 	fs.IntVar(&c.HistoryEntries, "history-entries", contexts.DefaultHistoryEntries, "most entries kept in each context's history of executions and commands; the oldest are dropped first")
 	fs.Var(&c.HistoryBytes, "history-bytes", "cap on each context's history, its entries' texts and results together; one larger entry is cut to fit")
 	fs.IntVar(&c.MCPSessions.Max, "mcp-max-sessions", 256, "most MCP sessions kept at once on /mcp; more are refused with 429; 0 is no limit")
@@ -289,6 +292,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.BoolVar(&c.KeepContexts, "keep-contexts", false, "on SIGTERM, leave contexts running for the next run to take over, instead of removing them")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening on a non-loopback address without auth")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.LogOutput, "log-output", "stderr", "where the logs go: stderr or stdout")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -313,6 +317,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	switch {
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return c, fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	case c.LogOutput != "stderr" && c.LogOutput != "stdout":
+		return c, fmt.Errorf("--log-output must be stderr or stdout, not %q", c.LogOutput)
 	case c.DefaultTimeout <= 0 || c.MaxTimeout < c.DefaultTimeout:
 		return c, errors.New("--default-timeout must be positive and no more than --max-timeout")
 	case c.TmpSize >= c.Memory:
@@ -416,11 +422,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("--listen %s is reachable from other machines: set --api-key or --basic-auth, or --insecure to serve it without auth", cfg.Listen)
 	}
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	logOut := stderr
+	if cfg.LogOutput == "stdout" {
+		logOut = stdout
+	}
 	var log *slog.Logger
 	if cfg.LogFormat == "json" {
-		log = slog.New(slog.NewJSONHandler(stderr, opts))
+		log = slog.New(slog.NewJSONHandler(logOut, opts))
 	} else {
-		log = slog.New(slog.NewTextHandler(stderr, opts))
+		log = slog.New(slog.NewTextHandler(logOut, opts))
 	}
 
 	rt, err := newRuntime(ctx, cfg, log)
@@ -429,7 +439,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer rt.Close()
 
-	langs := []contexts.Language{contexts.Python(cfg.Image), contexts.R(cfg.RImage), contexts.Bash(cfg.BashImage)}
+	langs := []contexts.Language{contexts.Python(cfg.Image), contexts.R(cfg.RImage), contexts.Bash(cfg.BashImage), contexts.JavaScript(cfg.JSImage)}
 	for name := range cfg.Pool {
 		if !slices.ContainsFunc(langs, func(l contexts.Language) bool { return l.Name == name }) {
 			return fmt.Errorf("--pool: unknown language %q", name)

@@ -132,6 +132,12 @@ func (d *daemon) shutdown(tb testing.TB) {
 // decodes a JSON answer into out when out is not nil.
 func (d *daemon) call(tb testing.TB, method, path string, body any, out any) int {
 	tb.Helper()
+	return d.callWith(tb, nil, method, path, body, out)
+}
+
+// callWith is call with the request's headers set from header.
+func (d *daemon) callWith(tb testing.TB, header http.Header, method, path string, body any, out any) int {
+	tb.Helper()
 	var reqBody []byte
 	if body != nil {
 		var err error
@@ -145,6 +151,9 @@ func (d *daemon) call(tb testing.TB, method, path string, body any, out any) int
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -67,17 +67,12 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 		return CommandResult{}, err
 	}
 	defer s.touch()
-	workDir := s.info.WorkingDir
+	workDir := s.workDir
 	cwd, err := cleanCwd(req.Cwd, workDir)
 	if err != nil {
 		return CommandResult{}, err
 	}
-	s.mu.Lock()
-	env := maps.Clone(s.env)
-	s.mu.Unlock()
-	if env == nil {
-		env = map[string]string{}
-	}
+	env := s.env()
 	maps.Copy(env, req.Env)
 
 	out := newCommandOutput(m.cfg.MaxOutput, req.OnOutput)
@@ -86,7 +81,11 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 	// The daemon's own deadline, for a container too stuck to kill.
 	dctx, cancel := context.WithTimeout(ctx, timeout+commandKillAge+5*time.Second)
 	defer cancel()
-	m.events.publish(Event{Type: EventExecutionStarted, ContextID: id, Kind: KindCommand, Command: req.Command})
+	// Histories and their events are of contexts: a command run through a
+	// sandbox's id is in none.
+	if s.ctx != nil {
+		m.events.publish(Event{Type: EventExecutionStarted, ContextID: id, Kind: KindCommand, Command: req.Command})
+	}
 	start := time.Now()
 	code, err := m.rt.Exec(dctx, s.inst, ExecSpec{Cmd: cmd, Env: envList(env), User: ContextUser, Stdout: out.stdoutWriter(), Stderr: out.stderrWriter()})
 	took := time.Since(start)
@@ -94,7 +93,11 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 	// Every command that started is recorded, those that failed to run too.
 	entry := Entry{Kind: KindCommand, StartedAt: start.UTC(), Duration: took, Command: req.Command, ExitCode: code,
 		Stdout: out.stdout.String(), Stderr: out.stderr.String(), Truncated: out.stdout.Truncated() || out.stderr.Truncated()}
-	defer func() { m.record(s, entry) }()
+	defer func() {
+		if s.ctx != nil {
+			m.record(s.ctx, entry)
+		}
+	}()
 	if err != nil {
 		entry.ExitCode = exitKilled
 		// Exec has killed the command: the client went away, or the

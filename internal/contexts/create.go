@@ -30,13 +30,17 @@ type CreateRequest struct {
 	Env map[string]string
 	// Network asks for egress to the public internet (Config.AllowEgress).
 	Network bool
+	// SandboxID, when set, makes the context in that sandbox's container
+	// rather than in one of its own.
+	SandboxID string
 }
 
 // Create makes a context and returns once its kernel is ready to execute.
 // It takes a ready kernel from the warm pool when there is one, and starts
 // a container otherwise. Errors: CodeInvalid (for the type),
 // CodeUnsupportedLanguage, CodeEgressDisabled, CodeTooManyContexts,
-// CodeRuntimeUnavailable, CodeKernelUnavailable.
+// CodeRuntimeUnavailable, CodeKernelUnavailable; and, for a request with a
+// SandboxID, CodeSandboxNotFound and CodeSandboxStopped.
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	start := time.Now()
 	lang, ok := m.language(req.Language)
@@ -49,6 +53,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	workDir := DefaultWorkingDir
 	if req.WorkingDir != "" {
 		workDir = path.Clean(req.WorkingDir)
+	}
+	if req.SandboxID != "" {
+		return m.createInSandbox(ctx, req, lang, workDir)
 	}
 	if req.Network && !m.cfg.AllowEgress {
 		return Info{}, ErrEgressDisabled
@@ -84,6 +91,18 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		}
 	}
 
+	// A kernel starts in the default working dir with the image's env: a
+	// context that asks for nothing else needs no set-up.
+	s.mu.Lock()
+	s.unprepared = s.unprepared || workDir != DefaultWorkingDir || len(env) > 0
+	s.mu.Unlock()
+	info, err := m.finish(ctx, s, req, workDir, env, start)
+	registered = err == nil
+	return info, err
+}
+
+// finish gives s, whose kernel answers, what req asks of it, and lists it.
+func (m *Manager) finish(ctx context.Context, s *liveContext, req CreateRequest, workDir string, env map[string]string, start time.Time) (Info, error) {
 	now := time.Now().UTC().Truncate(time.Second)
 	s.mu.Lock()
 	s.info.SessionName = req.SessionName
@@ -95,9 +114,6 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	s.info.Network = req.Network
 	s.lastActivity = now
 	s.env = env
-	// A kernel starts in the default working dir with the image's env: a
-	// context that asks for nothing else needs no set-up.
-	s.unprepared = s.unprepared || workDir != DefaultWorkingDir || len(env) > 0
 	s.mu.Unlock()
 	if err := s.prepare(ctx); err != nil {
 		m.metrics.creates.WithLabelValues("error").Inc()
@@ -106,25 +122,29 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	}
 
 	s.hist = m.newHistory(s.info.ID)
-	if err := m.store.Save(s.record()); err != nil {
-		m.log.Warn("the context will not survive a restart of the daemon", "context_id", s.info.ID, "error", err)
+	if s.sb != nil {
+		if err := m.addToSandbox(s); err != nil {
+			m.remove(s)
+			return Info{}, err
+		}
+	} else {
+		m.mu.Lock()
+		m.contexts[s.info.ID] = s
+		m.mu.Unlock()
 	}
-	m.mu.Lock()
-	m.contexts[s.info.ID] = s
-	m.mu.Unlock()
-	registered = true
+	m.persist(s)
 	info := s.snapshot()
 	m.events.publish(Event{Type: EventContextCreated, ContextID: info.ID, Info: &info})
 	m.metrics.active.Inc()
 	m.metrics.creates.WithLabelValues("ok").Inc()
 	m.metrics.createSeconds.Observe(time.Since(start).Seconds())
-	m.log.Info("context created", "context_id", s.info.ID, "instance", s.inst.ID, "pooled", s.info.Pooled, "duration", time.Since(start))
-	return s.snapshot(), nil
+	m.log.Info("context created", "context_id", s.info.ID, "sandbox_id", s.info.SandboxID, "instance", s.inst.ID, "pooled", s.info.Pooled, "duration", time.Since(start))
+	return info, nil
 }
 
 // openEgress gives s's container its way out, and returns env with the
 // proxy's variables added; the request's own env wins where both set one.
-func (m *Manager) openEgress(ctx context.Context, s *sandbox, env map[string]string) (map[string]string, error) {
+func (m *Manager) openEgress(ctx context.Context, s *liveContext, env map[string]string) (map[string]string, error) {
 	proxyEnv, err := m.rt.OpenEgress(ctx, s.inst)
 	if err != nil {
 		return nil, err
@@ -137,10 +157,10 @@ func (m *Manager) openEgress(ctx context.Context, s *sandbox, env map[string]str
 
 // boot starts a container for lang and its kernel, and returns once the
 // kernel answers. The kernel has neither working dir nor env yet.
-func (m *Manager) boot(ctx context.Context, lang Language) (*sandbox, error) {
+func (m *Manager) boot(ctx context.Context, lang Language) (*liveContext, error) {
 	start := time.Now()
 	id := "ctx-" + uuid.NewString()
-	s := &sandbox{
+	s := &liveContext{
 		info:    Info{ID: id, Type: "jupyter", Language: lang.Name, WorkingDir: DefaultWorkingDir},
 		lang:    lang,
 		turn:    make(chan struct{}, 1),
@@ -168,6 +188,7 @@ func (m *Manager) boot(ctx context.Context, lang Language) (*sandbox, error) {
 		m.remove(s)
 		return nil, &Error{Code: CodeKernelUnavailable, Message: "the kernel did not start", Err: err}
 	}
+	s.kernelID = s.kernel.ID()
 	m.log.Debug("kernel booted", "context_id", id, "instance", inst.ID, "kernel_id", s.kernel.ID(),
 		"duration", time.Since(start), "instance_start", started.Sub(start), "kernel_start", time.Since(started))
 	return s, nil

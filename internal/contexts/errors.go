@@ -32,6 +32,20 @@ const (
 	// CodeContextRecovering answers what needs the kernel of a context the
 	// daemon is still taking over after its restart; retrying soon works.
 	CodeContextRecovering = "CONTEXT_RECOVERING"
+	// CodeSandboxNotFound answers for a sandbox id that names none.
+	CodeSandboxNotFound = "SANDBOX_NOT_FOUND"
+	// CodeSandboxStopped refuses what needs the container of a sandbox
+	// that was stopped, or whose container stopped by itself.
+	CodeSandboxStopped = "SANDBOX_STOPPED"
+	// CodeTemplateNotFound refuses a sandbox of a template the daemon
+	// does not have.
+	CodeTemplateNotFound = "TEMPLATE_NOT_FOUND"
+	// CodeProcessNotFound says a context's container has no process of
+	// the pid asked for.
+	CodeProcessNotFound = "PROCESS_NOT_FOUND"
+	// CodeProcessProtected refuses to kill init, the Jupyter server, a
+	// kernel or one of the daemon's own processes.
+	CodeProcessProtected = "PROCESS_PROTECTED"
 )
 
 // ErrEgressDisabled refuses networking on a daemon that does not allow it.

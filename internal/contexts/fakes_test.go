@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -33,6 +34,8 @@ type fakeRuntime struct {
 	dialErr  error
 	// failRemove lists the context ids whose removal fails.
 	failRemove map[string]bool
+	// execOut, when set, is what every Exec prints, and 0 its exit code.
+	execOut string
 
 	mu      sync.Mutex
 	insts   []Instance                   // what List returns: a previous run's, then Start's
@@ -95,8 +98,14 @@ func (f *fakeRuntime) OpenEgress(context.Context, Instance) (map[string]string, 
 	return map[string]string{"HTTPS_PROXY": "http://proxy"}, nil
 }
 
-func (f *fakeRuntime) Exec(context.Context, Instance, ExecSpec) (int, error) {
-	return 0, errors.New("fakeRuntime runs no processes")
+func (f *fakeRuntime) Exec(_ context.Context, _ Instance, spec ExecSpec) (int, error) {
+	if f.execOut == "" {
+		return 0, errors.New("fakeRuntime runs no processes")
+	}
+	if spec.Stdout != nil {
+		io.WriteString(spec.Stdout, f.execOut)
+	}
+	return 0, nil
 }
 
 func (f *fakeRuntime) Remove(_ context.Context, inst Instance) error {
@@ -170,8 +179,11 @@ func (f *fakeRuntime) wasRemoved(contextID string) bool {
 // fakeKernels is Kernels of fakeKernel: Start makes one for the instance
 // its dial reaches, and Find finds the one leave left on it.
 type fakeKernels struct {
-	mu    sync.Mutex
-	byCtx map[string]*fakeKernel
+	mu         sync.Mutex
+	byCtx      map[string]*fakeKernel // the first kernel on each instance
+	byID       map[string]*fakeKernel
+	specs      []string // what Specs says its servers have; nil is python3
+	specsAsked int
 }
 
 func (ks *fakeKernels) Start(ctx context.Context, dial kernel.DialFunc, _, _ string, _ <-chan struct{}, opts kernel.Options) (Kernel, error) {
@@ -186,19 +198,42 @@ func (ks *fakeKernels) Start(ctx context.Context, dial kernel.DialFunc, _, _ str
 	return k, nil
 }
 
-func (ks *fakeKernels) Find(ctx context.Context, dial kernel.DialFunc, _ string, opts kernel.Options) (Kernel, bool, error) {
+func (ks *fakeKernels) Find(ctx context.Context, dial kernel.DialFunc, _, id string, opts kernel.Options) (Kernel, bool, error) {
 	inst, err := reached(ctx, dial)
 	if err != nil {
 		return nil, false, err
 	}
-	k := ks.get(inst.ContextID)
+	ks.mu.Lock()
+	k := ks.byCtx[inst.ContextID]
+	if id != "" {
+		k = ks.byID[id]
+	}
+	ks.mu.Unlock()
 	if k == nil {
-		return nil, false, errors.New("0 kernels on its server, want 1")
+		return nil, false, errors.New("no such kernel on its server")
 	}
 	k.mu.Lock()
 	k.opts = opts
 	k.mu.Unlock()
 	return k, k.busy, nil
+}
+
+func (ks *fakeKernels) Serve(ctx context.Context, dial kernel.DialFunc, _ string, _ <-chan struct{}) error {
+	_, err := reached(ctx, dial)
+	return err
+}
+
+func (ks *fakeKernels) Specs(ctx context.Context, dial kernel.DialFunc, _ string) ([]string, error) {
+	if _, err := reached(ctx, dial); err != nil {
+		return nil, err
+	}
+	ks.mu.Lock()
+	ks.specsAsked++
+	defer ks.mu.Unlock()
+	if ks.specs == nil {
+		return []string{"python3"}, nil
+	}
+	return slices.Clone(ks.specs), nil
 }
 
 // reached dials and returns the instance dial leads to.
@@ -222,9 +257,15 @@ func (ks *fakeKernels) add(contextID string, busy bool) *fakeKernel {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	if ks.byCtx == nil {
-		ks.byCtx = map[string]*fakeKernel{}
+		ks.byCtx, ks.byID = map[string]*fakeKernel{}, map[string]*fakeKernel{}
 	}
-	ks.byCtx[contextID] = k
+	k.id = "kernel-" + contextID
+	if ks.byCtx[contextID] == nil {
+		ks.byCtx[contextID] = k
+	} else {
+		k.id = fmt.Sprintf("kernel-%s-%d", contextID, len(ks.byID))
+	}
+	ks.byID[k.id] = k
 	return k
 }
 
@@ -238,7 +279,8 @@ func (ks *fakeKernels) get(contextID string) *fakeKernel {
 // fakeKernel runs no code: an execution returns its code as its stdout,
 // at once or, once hold is called, when release lets it go.
 type fakeKernel struct {
-	contextID string
+	contextID string // of the instance it runs on
+	id        string
 	busy      bool          // what Find says of it
 	release   chan struct{} // a held execution ends when it receives from it
 	gone      chan struct{} // closed when the connection is lost or closed
@@ -256,9 +298,18 @@ type fakeKernel struct {
 	interrupts int
 	restarts   int
 	closed     bool
+	shutdown   bool
 }
 
-func (k *fakeKernel) ID() string { return "kernel-" + k.contextID }
+func (k *fakeKernel) ID() string { return k.id }
+
+// Shutdown stops the kernel, as the server's DELETE does.
+func (k *fakeKernel) Shutdown(context.Context) error {
+	k.mu.Lock()
+	k.shutdown = true
+	k.mu.Unlock()
+	return k.Close()
+}
 
 func (k *fakeKernel) Execute(ctx context.Context, r kernel.Request) (kernel.Result, error) {
 	k.mu.Lock()

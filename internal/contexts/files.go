@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +28,7 @@ type FileInfo struct {
 	Mode    uint32
 	ModTime time.Time
 	IsDir   bool
+	Regular bool // a regular file: not a directory, FIFO, socket or device
 }
 
 // Linux's bounds on a path and on one name in it (PATH_MAX, NAME_MAX): a
@@ -102,14 +105,39 @@ func fileError(code int, rel string, stderr *bound.Buffer) error {
 		return e(CodeInvalidPath, "path %q is not accessible to the context's user", rel)
 	case fileproto.ExitNoWorkDir:
 		return e(CodeFileNotFound, "the context's working dir no longer exists")
+	case fileproto.ExitExists:
+		return e(CodeInvalidPath, "path %q is in the way: it exists and cannot be replaced, or lies in what would move there", rel)
 	}
 	return cause
 }
 
-// running returns the context with id when its container can run
-// processes, and counts the call as activity, so that a context used only
-// through files and commands is not culled as idle.
-func (m *Manager) running(id string) (*sandbox, error) {
+// target is where files and commands act: a container, and the working
+// dir their paths are relative to.
+type target struct {
+	id      string
+	inst    Instance
+	workDir string
+	ctx     *liveContext // nil when id names a sandbox
+	sb      *sandbox     // nil for a context with a container of its own
+}
+
+// running resolves id, a sandbox's or a context's, to the container files
+// and commands act on: a context in a sandbox acts on the sandbox's. It
+// fails unless the container can run processes, and counts the call as
+// activity, so that what is used only through files and commands is not
+// culled as idle. It is the one place that says what an id's files are.
+func (m *Manager) running(id string) (*target, error) {
+	if b, err := m.getSandbox(id); err == nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if err := b.usable(); err != nil {
+			return nil, err
+		}
+		b.lastActivity = time.Now().UTC()
+		return &target{id: id, inst: b.inst, workDir: DefaultWorkingDir, sb: b}, nil
+	}
+	// A context shares its sandbox's state: they die together, and a
+	// stopped sandbox's contexts are gone.
 	s, err := m.get(id)
 	if err != nil {
 		return nil, err
@@ -125,11 +153,30 @@ func (m *Manager) running(id string) (*sandbox, error) {
 		return nil, ErrRecovering
 	}
 	s.lastActivity = time.Now().UTC()
-	return s, nil
+	return &target{id: id, inst: s.inst, workDir: s.info.WorkingDir, ctx: s, sb: s.sb}, nil
+}
+
+// touch records activity on t.
+func (t *target) touch() {
+	if t.ctx != nil {
+		t.ctx.touch()
+	} else {
+		t.sb.touch()
+	}
+}
+
+// env is what t's commands run with: its context's env.
+func (t *target) env() map[string]string {
+	if t.ctx == nil {
+		return map[string]string{}
+	}
+	t.ctx.mu.Lock()
+	defer t.ctx.mu.Unlock()
+	return maps.Clone(t.ctx.env)
 }
 
 // touch records activity on s.
-func (s *sandbox) touch() {
+func (s *liveContext) touch() {
 	s.mu.Lock()
 	s.lastActivity = time.Now().UTC()
 	s.mu.Unlock()
@@ -141,8 +188,24 @@ func (s *sandbox) touch() {
 // temporary file that replaces the target once body is read to its end.
 // An error reading body is returned wrapped in a CodeInvalid error.
 // Errors: CodeNotFound, CodeContextDead, CodeInvalidPath, CodeFileNotFound,
-// CodeInvalid, CodeRuntimeUnavailable.
+// CodeInvalid, CodeRuntimeUnavailable. A file it replaces keeps its mode;
+// a new one gets 0644.
 func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (FileInfo, error) {
+	return m.writeFile(ctx, id, p, body, "")
+}
+
+// WriteFileMode is WriteFile, giving the file mode, a permission mode
+// (0o7777 at most, else CodeInvalid).
+func (m *Manager) WriteFileMode(ctx context.Context, id, p string, body io.Reader, mode uint32) (FileInfo, error) {
+	if mode > 0o7777 {
+		return FileInfo{}, Errorf(CodeInvalid, "mode %o is not a permission mode", mode)
+	}
+	return m.writeFile(ctx, id, p, body, fmt.Sprintf("%04o", mode))
+}
+
+// writeFile is WriteFile, with the octal mode the file gets: "" keeps that
+// of the file it replaces.
+func (m *Manager) writeFile(ctx context.Context, id, p string, body io.Reader, mode string) (FileInfo, error) {
 	rel, err := cleanPath(p)
 	if err != nil {
 		return FileInfo{}, err
@@ -155,7 +218,7 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 		return FileInfo{}, err
 	}
 	defer s.touch()
-	workDir := s.info.WorkingDir
+	workDir := s.workDir
 
 	in := &countingReader{r: body}
 	out, stderr := bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
@@ -192,7 +255,7 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 	}
 
 	out, stderr = bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
-	code, err = m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpCommit, workDir, rel, tmp), User: ContextUser, Stdout: out, Stderr: stderr})
+	code, err = m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpCommit, workDir, rel, tmp, mode), User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:
 		abort()
@@ -207,11 +270,11 @@ func (m *Manager) WriteFile(ctx context.Context, id, p string, body io.Reader) (
 }
 
 // removeTemp removes an upload's temporary file, even when ctx has ended.
-func (m *Manager) removeTemp(ctx context.Context, s *sandbox, workDir, tmp string) {
+func (m *Manager) removeTemp(ctx context.Context, s *target, workDir, tmp string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if _, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpAbort, workDir, ".", tmp), User: ContextUser}); err != nil {
-		m.log.Warn("could not remove an upload's temporary file", "context_id", s.info.ID, "file", tmp, "error", err)
+		m.log.Warn("could not remove an upload's temporary file", "id", s.id, "file", tmp, "error", err)
 	}
 }
 
@@ -241,7 +304,7 @@ func (m *Manager) OpenFile(ctx context.Context, id, p string) (FileInfo, io.Read
 	go func() {
 		defer close(done)
 		defer s.touch()
-		code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpRead, s.info.WorkingDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
+		code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpRead, s.workDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
 		_, seen := out.Head()
 		switch {
 		case err != nil:
@@ -290,15 +353,33 @@ func (r *execReader) Close() error {
 	return nil
 }
 
-// maxListing bounds the listing of a directory, in bytes.
-const maxListing = 64 << 20
+// Bounds of a directory's listing: its bytes, and its entries.
+const (
+	maxListing     = 64 << 20
+	maxListEntries = 100_000
+)
+
+// maxListDepth bounds how deep ListTree descends.
+const maxListDepth = 32
 
 // ListFiles lists the directory dir, relative to the context's working
 // dir ("" is the working dir itself), sorted by name. It does not descend
 // into subdirectories; symlinks are described by what they point to.
 // Errors: CodeNotFound, CodeContextDead, CodeInvalidPath (also for a file),
-// CodeFileNotFound, CodeRuntimeUnavailable.
+// CodeFileNotFound, CodeInvalid (for more than 100,000 entries),
+// CodeRuntimeUnavailable.
 func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, error) {
+	return m.ListTree(ctx, id, dir, 1)
+}
+
+// ListTree is ListFiles, descending depth levels: 1 lists dir alone, 2
+// also its subdirectories, and so on, sorted by path. Symlinks are not
+// entered. Errors: those of ListFiles, and CodeInvalid for a depth out of
+// 1 to 32.
+func (m *Manager) ListTree(ctx context.Context, id, dir string, depth int) ([]FileInfo, error) {
+	if depth < 1 || depth > maxListDepth {
+		return nil, Errorf(CodeInvalid, "depth %d is not between 1 and %d", depth, maxListDepth)
+	}
 	rel, err := cleanPath(dir)
 	if err != nil {
 		return nil, err
@@ -309,7 +390,8 @@ func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, er
 	}
 	defer s.touch()
 	out, stderr := bound.NewBuffer(maxListing), bound.NewBuffer(64<<10)
-	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpList, s.info.WorkingDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
+	cmd := fileproto.Command(fileproto.OpList, s.workDir, rel, strconv.Itoa(depth), strconv.Itoa(maxListEntries+1))
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: cmd, User: ContextUser, Stdout: out, Stderr: stderr})
 	switch {
 	case err != nil:
 		return nil, err
@@ -322,12 +404,112 @@ func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, er
 	if err != nil {
 		return nil, fmt.Errorf("list %s in %s: %w", rel, id, err)
 	}
+	if len(entries) > maxListEntries {
+		return nil, Errorf(CodeInvalid, "%s holds more than %d entries at depth %d: list a subdirectory, or less deep", dir, maxListEntries, depth)
+	}
 	files := []FileInfo{}
 	for _, e := range entries {
 		files = append(files, fileInfo(path.Join(rel, e.Name), e.Info))
 	}
-	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
+	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	return files, nil
+}
+
+// StatFile describes the file or directory at p, relative to the
+// context's working dir; a symlink by what it points to. Errors:
+// CodeNotFound, CodeContextDead, CodeInvalidPath, CodeFileNotFound,
+// CodeRuntimeUnavailable.
+func (m *Manager) StatFile(ctx context.Context, id, p string) (FileInfo, error) {
+	rel, err := cleanPath(p)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	out, code, stderr, err := m.fileOp(ctx, id, fileproto.OpStat, rel)
+	if err == nil && code != 0 {
+		err = fileError(code, rel, stderr)
+	}
+	if err != nil {
+		return FileInfo{}, err
+	}
+	return describe(out, rel)
+}
+
+// MakeDir makes the directory p, relative to the context's working dir,
+// with mode, and describes it. With parents, it makes p's missing parents
+// too, and a directory at p already is no failure, as with mkdir -p.
+// Errors: CodeNotFound, CodeContextDead, CodeInvalid (a mode past 0o7777),
+// CodeInvalidPath (also for something at p), CodeFileNotFound (p's parent
+// is missing, without parents), CodeRuntimeUnavailable.
+func (m *Manager) MakeDir(ctx context.Context, id, p string, mode uint32, parents bool) (FileInfo, error) {
+	if mode > 0o7777 {
+		return FileInfo{}, Errorf(CodeInvalid, "mode %o is not a permission mode", mode)
+	}
+	rel, err := cleanPath(p)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	flag := "0"
+	if parents {
+		flag = "1"
+	}
+	out, code, stderr, err := m.fileOp(ctx, id, fileproto.OpMkdir, rel, fmt.Sprintf("%04o", mode), flag)
+	switch {
+	case err != nil:
+		return FileInfo{}, err
+	case code == fileproto.ExitNotFound:
+		return FileInfo{}, Errorf(CodeFileNotFound, "the parent of %s does not exist; make it first, or ask for parents", rel)
+	case code != 0:
+		return FileInfo{}, fileError(code, rel, stderr)
+	}
+	return describe(out, rel)
+}
+
+// MoveFile renames the file or directory at src to dst, both relative to
+// the context's working dir, making dst's missing parents, and describes
+// it there. A file at dst is replaced; a directory there is not, nor is
+// anything by a directory. A symlink is moved itself. Errors: CodeNotFound,
+// CodeContextDead, CodeInvalidPath (also for something in the way at dst),
+// CodeFileNotFound, CodeRuntimeUnavailable.
+func (m *Manager) MoveFile(ctx context.Context, id, src, dst string) (FileInfo, error) {
+	from, err := cleanPath(src)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	to, err := cleanPath(dst)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	if from == "." || to == "." {
+		return FileInfo{}, Errorf(CodeInvalidPath, "the working dir cannot be moved, nor anything put in its place")
+	}
+	out, code, stderr, err := m.fileOp(ctx, id, fileproto.OpMove, from, to)
+	switch {
+	case err != nil:
+		return FileInfo{}, err
+	case code == fileproto.ExitNotFound:
+		return FileInfo{}, fileError(code, from, stderr)
+	case code == fileproto.ExitOutside || code == fileproto.ExitDenied:
+		return FileInfo{}, fileError(code, from+" or "+to, stderr)
+	case code != 0:
+		return FileInfo{}, fileError(code, to, stderr)
+	}
+	return describe(out, to)
+}
+
+// fileOp runs op of the file protocol with args in the context's
+// container, and returns what it printed, its exit code and its stderr.
+func (m *Manager) fileOp(ctx context.Context, id string, op fileproto.Op, args ...string) (string, int, *bound.Buffer, error) {
+	s, err := m.running(id)
+	if err != nil {
+		return "", 0, nil, err
+	}
+	defer s.touch()
+	out, stderr := bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(op, s.workDir, args...), User: ContextUser, Stdout: out, Stderr: stderr})
+	if err == nil && out.Truncated() {
+		err = fmt.Errorf("%s in %s: more output than %d bytes", op, id, 64<<10)
+	}
+	return out.String(), code, stderr, err
 }
 
 // DeleteFile removes the file at p, relative to the context's working dir;
@@ -348,7 +530,7 @@ func (m *Manager) DeleteFile(ctx context.Context, id, p string) error {
 	}
 	defer s.touch()
 	stderr := bound.NewBuffer(64 << 10)
-	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpDelete, s.info.WorkingDir, rel), User: ContextUser, Stderr: stderr})
+	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpDelete, s.workDir, rel), User: ContextUser, Stderr: stderr})
 	switch {
 	case err != nil:
 		return err
@@ -368,7 +550,7 @@ func describe(s, rel string) (FileInfo, error) {
 }
 
 func fileInfo(rel string, i fileproto.Info) FileInfo {
-	return FileInfo{Name: path.Base(rel), Path: rel, Size: i.Size, Mode: i.Mode, ModTime: i.ModTime, IsDir: i.IsDir}
+	return FileInfo{Name: path.Base(rel), Path: rel, Size: i.Size, Mode: i.Mode, ModTime: i.ModTime, IsDir: i.IsDir, Regular: i.Regular}
 }
 
 // countingReader counts the bytes read through it and keeps the first

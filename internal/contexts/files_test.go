@@ -1,6 +1,7 @@
 package contexts
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -92,4 +93,44 @@ func TestCommandOutputMarker(t *testing.T) {
 			t.Errorf("events %q", got)
 		}
 	})
+}
+
+// A listing of more entries than maxListEntries is refused, not cut short;
+// one of as many passes.
+func TestListTreeBound(t *testing.T) {
+	rt := newFakeRuntime(nil)
+	m, _ := newTestManager(t, rt, testConfig())
+	id := mustCreate(t, m).ID
+	entries := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "f/1/644/1736937000/f%d\x00", i)
+		}
+		return b.String()
+	}
+	rt.execOut = entries(maxListEntries)
+	if files, err := m.ListTree(t.Context(), id, "", 3); err != nil || len(files) != maxListEntries {
+		t.Errorf("%d entries: %d listed, %v", maxListEntries, len(files), err)
+	}
+	rt.execOut = entries(maxListEntries + 1)
+	if files, err := m.ListTree(t.Context(), id, "", 3); Code(err) != CodeInvalid {
+		t.Errorf("%d entries: %d listed, %v; want INVALID_REQUEST", maxListEntries+1, len(files), err)
+	}
+	for _, depth := range []int{0, maxListDepth + 1} {
+		if _, err := m.ListTree(t.Context(), id, "", depth); Code(err) != CodeInvalid {
+			t.Errorf("depth %d: %v; want INVALID_REQUEST", depth, err)
+		}
+	}
+}
+
+// Modes past 0o7777 are refused before anything runs.
+func TestModeBound(t *testing.T) {
+	m, _ := newTestManager(t, newFakeRuntime(nil), testConfig())
+	id := mustCreate(t, m).ID
+	if _, err := m.MakeDir(t.Context(), id, "d", 0o10000, true); Code(err) != CodeInvalid {
+		t.Errorf("MakeDir with mode 0o10000: %v", err)
+	}
+	if _, err := m.WriteFileMode(t.Context(), id, "f", strings.NewReader("x"), 0o10000); Code(err) != CodeInvalid {
+		t.Errorf("WriteFileMode with mode 0o10000: %v", err)
+	}
 }

@@ -297,7 +297,7 @@ func (m *Manager) History(id string, before int64, limit int) (HistoryPage, erro
 }
 
 // record adds e to s's history and tells the subscribers.
-func (m *Manager) record(s *sandbox, e Entry) {
+func (m *Manager) record(s *liveContext, e Entry) {
 	e = s.hist.add(e)
 	m.events.publish(Event{Type: EventExecutionFinished, ContextID: s.info.ID, Entry: &e})
 }

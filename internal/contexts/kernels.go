@@ -19,6 +19,9 @@ type Kernel interface {
 	Restart(ctx context.Context) error
 	// Ready returns once the kernel answers.
 	Ready(ctx context.Context) error
+	// Shutdown stops the kernel on its server, which goes on running the
+	// others, and closes the connection.
+	Shutdown(ctx context.Context) error
 	Close() error
 }
 
@@ -29,9 +32,15 @@ type Kernels interface {
 	// a kernel of the kernelspec name on it. It gives up when stopped is
 	// closed: the instance has ended.
 	Start(ctx context.Context, dial kernel.DialFunc, token, name string, stopped <-chan struct{}, opts kernel.Options) (Kernel, error)
-	// Find connects to the one kernel on the server, without waiting for
-	// it to answer; busy says it is running a cell.
-	Find(ctx context.Context, dial kernel.DialFunc, token string, opts kernel.Options) (k Kernel, busy bool, err error)
+	// Find connects to the kernel id on the server, or to its only kernel
+	// when id is "", without waiting for it to answer; busy says it is
+	// running a cell.
+	Find(ctx context.Context, dial kernel.DialFunc, token, id string, opts kernel.Options) (k Kernel, busy bool, err error)
+	// Serve waits for the Jupyter server dial reaches to answer. It gives
+	// up when stopped is closed.
+	Serve(ctx context.Context, dial kernel.DialFunc, token string, stopped <-chan struct{}) error
+	// Specs returns the names of the kernelspecs the server can start.
+	Specs(ctx context.Context, dial kernel.DialFunc, token string) ([]string, error)
 }
 
 // jupyter is Kernels on a Jupyter server's REST and websocket API.
@@ -56,21 +65,39 @@ func (jupyter) Start(ctx context.Context, dial kernel.DialFunc, token, name stri
 	return k, nil
 }
 
-func (jupyter) Find(ctx context.Context, dial kernel.DialFunc, token string, opts kernel.Options) (Kernel, bool, error) {
+func (jupyter) Find(ctx context.Context, dial kernel.DialFunc, token, id string, opts kernel.Options) (Kernel, bool, error) {
 	server := kernel.NewServer(dial, token)
 	kernels, err := server.Kernels(ctx)
-	if err == nil && len(kernels) != 1 {
+	if err == nil && id == "" && len(kernels) != 1 {
 		err = fmt.Errorf("%d kernels on its server, want 1", len(kernels))
 	}
 	if err != nil {
 		server.Close()
 		return nil, false, err
 	}
-	return kernel.Connect(server, kernels[0].ID, opts), kernels[0].ExecutionState == "busy", nil
+	for _, k := range kernels {
+		if id == "" || k.ID == id {
+			return kernel.Connect(server, k.ID, opts), k.ExecutionState == "busy", nil
+		}
+	}
+	server.Close()
+	return nil, false, fmt.Errorf("no kernel %s on its server", id)
+}
+
+func (jupyter) Serve(ctx context.Context, dial kernel.DialFunc, token string, stopped <-chan struct{}) error {
+	server := kernel.NewServer(dial, token)
+	defer server.Close()
+	return server.WaitReady(ctx, stopped)
+}
+
+func (jupyter) Specs(ctx context.Context, dial kernel.DialFunc, token string) ([]string, error) {
+	server := kernel.NewServer(dial, token)
+	defer server.Close()
+	return server.KernelSpecs(ctx)
 }
 
 // kernelOptions bound s's kernel by the Config, and tell s of its restarts.
-func (m *Manager) kernelOptions(s *sandbox) kernel.Options {
+func (m *Manager) kernelOptions(s *liveContext) kernel.Options {
 	return kernel.Options{
 		MaxOutput:      m.cfg.MaxOutput,
 		InterruptGrace: m.cfg.InterruptGrace,

@@ -16,6 +16,8 @@ type Language struct {
 	Name       string // as clients name it: python
 	Image      string // the container image with its kernel
 	KernelName string // the kernelspec inside the image: python3
+	// Aliases are other names clients may use for it; contexts report Name.
+	Aliases []string
 	// Prepare returns code that makes dir (below /workspace or /tmp) the
 	// kernel's working directory and adds env to its environment. It runs
 	// silently after the kernel starts and after every restart, as a request
@@ -111,6 +113,38 @@ func Bash(image string) Language {
 	}
 }
 
+// JavaScript is the language of the javascript-kernel image (Node.js).
+// Its snippets are single expressions under void, so they leave no names
+// behind and have no value to display. JSON is a JavaScript literal.
+func JavaScript(image string) Language {
+	return Language{
+		Name:       "javascript",
+		Image:      image,
+		KernelName: "javascript",
+		Aliases:    []string{"nodejs", "js"},
+		Prepare: func(dir string, env map[string]string) string {
+			if env == nil {
+				env = map[string]string{} // not JSON null
+			}
+			return fmt.Sprintf("void ((fs, dir, env) => { fs.mkdirSync(dir, { recursive: true }); process.chdir(dir); Object.assign(process.env, env); })(require('fs'), %s, %s);",
+				jsonLiteral(dir), jsonLiteral(env))
+		},
+		// The values the env replaces wait under a symbol on process, where
+		// the kernel also looks for them: a node it starts anew gets the env
+		// without them.
+		Override: func(env map[string]string) (string, string) {
+			set := fmt.Sprintf("void ((env, key) => { const saved = {}; for (const k of Object.keys(env)) saved[k] = process.env[k]; process[key] = saved; Object.assign(process.env, env); })(%s, Symbol.for('sandboxd.savedEnv'));", jsonLiteral(env))
+			undo := "void ((key) => { for (const [k, v] of Object.entries(process[key] || {})) { if (v === undefined) delete process.env[k]; else process.env[k] = v; } delete process[key]; })(Symbol.for('sandboxd.savedEnv'));"
+			return set, undo
+		},
+	}
+}
+
+func jsonLiteral(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
 // shellQuote quotes s for bash: inside single quotes nothing is special
 // but the single quote itself.
 func shellQuote(s string) string {
@@ -162,7 +196,7 @@ func (m *Manager) language(name string) (Language, bool) {
 		return m.cfg.Languages[0], true
 	}
 	for _, l := range m.cfg.Languages {
-		if l.Name == name {
+		if l.Name == name || slices.Contains(l.Aliases, name) {
 			return l, true
 		}
 	}

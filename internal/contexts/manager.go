@@ -79,8 +79,9 @@ type Manager struct {
 	events    broker
 	admission *admission
 
-	mu       sync.RWMutex
-	contexts map[string]*sandbox
+	mu        sync.RWMutex
+	contexts  map[string]*liveContext // all of them, those in sandboxes too
+	sandboxes map[string]*sandbox
 }
 
 // NewManager returns a Manager that runs contexts on rt. metrics may be nil.
@@ -108,7 +109,8 @@ func NewManager(rt Runtime, cfg Config, log *slog.Logger, m *Metrics) *Manager {
 		metrics:   m.m,
 		watchCtx:  ctx,
 		stopWatch: cancel,
-		contexts:  map[string]*sandbox{},
+		contexts:  map[string]*liveContext{},
+		sandboxes: map[string]*sandbox{},
 		pools:     map[string]*pool{},
 		admission: newAdmission(cfg.MaxContexts, cfg.FullWait),
 	}
@@ -126,16 +128,15 @@ func (m *Manager) Start() {
 	for _, p := range m.pools {
 		p.start()
 	}
-	if m.cfg.IdleTTL > 0 {
-		m.watchers.Add(1)
-		go m.cull()
-	}
+	// Sandboxes have idle timeouts of their own, even when IdleTTL is 0.
+	m.watchers.Add(1)
+	go m.cull()
 }
 
 // Ping checks that the container engine answers.
 func (m *Manager) Ping(ctx context.Context) error { return m.rt.Ping(ctx) }
 
-func (m *Manager) get(id string) (*sandbox, error) {
+func (m *Manager) get(id string) (*liveContext, error) {
 	m.mu.RLock()
 	s := m.contexts[id]
 	m.mu.RUnlock()
@@ -191,24 +192,39 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if s == nil {
 		return Errorf(CodeNotFound, "Context not found")
 	}
-	m.admission.release()
+	if s.sb == nil {
+		m.admission.release() // its container goes
+	}
 	m.metrics.active.Dec()
 	err := m.remove(s)
 	m.events.publish(Event{Type: EventContextDeleted, ContextID: id})
 	return err
 }
 
-// remove closes the kernel connection and removes the container. It keeps
-// going when ctx is cancelled: a half-removed context would leak.
-func (m *Manager) remove(s *sandbox) error {
-	if k := s.markRemoved(); k != nil {
+// remove closes the kernel connection and removes the container, or, for
+// a context in a sandbox, shuts its kernel down. It keeps going when ctx
+// is cancelled: a half-removed context would leak.
+func (m *Manager) remove(s *liveContext) error {
+	k := s.markRemoved()
+	m.store.Drop(s.info.ID)
+	if s.sb != nil {
+		s.sb.forget(s)
+		m.saveSandbox(s.sb)
+		if k != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := k.Shutdown(ctx); err != nil {
+				// A container that stopped took the kernel with it.
+				m.log.Warn("could not shut down a kernel of a sandbox", "context_id", s.info.ID, "sandbox_id", s.sb.id, "error", err)
+			}
+		}
+		m.log.Info("context removed", "context_id", s.info.ID, "sandbox_id", s.sb.id)
+		return nil
+	}
+	if k != nil {
 		k.Close()
 	}
-	m.store.Drop(s.info.ID)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := m.rt.Remove(ctx, s.inst); err != nil {
-		m.log.Error("remove context container", "context_id", s.info.ID, "instance", s.inst.ID, "error", err)
+	if err := m.removeInstance(s.info.ID, s.inst); err != nil {
 		return err
 	}
 	m.log.Info("context removed", "context_id", s.info.ID)
@@ -221,21 +237,35 @@ func (m *Manager) Close() error {
 		p.close()
 	}
 	m.mu.Lock()
-	all := make([]*sandbox, 0, len(m.contexts))
+	all := make([]*liveContext, 0, len(m.contexts))
 	for id, s := range m.contexts {
-		all = append(all, s)
-		delete(m.contexts, id)
+		if s.sb == nil { // those in sandboxes go with them
+			all = append(all, s)
+			delete(m.contexts, id)
+		}
 	}
+	boxes := make([]*sandbox, 0, len(m.sandboxes))
+	for _, b := range m.sandboxes {
+		boxes = append(boxes, b)
+	}
+	clear(m.sandboxes)
 	m.mu.Unlock()
 
 	var wg sync.WaitGroup
-	errs := make([]error, len(all))
+	errs := make([]error, len(all)+len(boxes))
 	for i, s := range all {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			errs[i] = m.remove(s)
 			m.metrics.active.Dec()
+		}()
+	}
+	for i, b := range boxes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[len(all)+i] = m.end(context.Background(), b)
 		}()
 	}
 	wg.Wait()
@@ -252,7 +282,8 @@ func (m *Manager) Detach() {
 	}
 	m.mu.Lock()
 	all := m.contexts
-	m.contexts = map[string]*sandbox{}
+	m.contexts = map[string]*liveContext{}
+	m.sandboxes = map[string]*sandbox{}
 	m.mu.Unlock()
 	m.stopWatch()
 	for _, s := range all {

@@ -22,9 +22,9 @@ type pool struct {
 	done   chan struct{} // closed when the filler has stopped
 
 	mu       sync.Mutex
-	ready    []*sandbox        // oldest first
-	checking int               // kernels take is checking: not ready, nor missing
-	slow     map[*sandbox]bool // kernels whose last check timed out
+	ready    []*liveContext        // oldest first
+	checking int                   // kernels take is checking: not ready, nor missing
+	slow     map[*liveContext]bool // kernels whose last check timed out
 	started  bool
 }
 
@@ -41,7 +41,7 @@ const poolRetry = 30 * time.Second
 
 func newPool(m *Manager, lang Language, size int) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pool{m: m, lang: lang, size: size, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{}), slow: map[*sandbox]bool{}}
+	return &pool{m: m, lang: lang, size: size, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{}), slow: map[*liveContext]bool{}}
 }
 
 func (p *pool) start() {
@@ -56,7 +56,7 @@ func (p *pool) start() {
 // and the next one tried. One that is merely slow to answer, and every
 // kernel checked for a request that has ended, goes back to the pool: a
 // cancelled request or a loaded host says nothing against the kernel.
-func (p *pool) take(ctx context.Context) *sandbox {
+func (p *pool) take(ctx context.Context) *liveContext {
 	if p == nil {
 		return nil
 	}
@@ -81,7 +81,7 @@ func (p *pool) take(ctx context.Context) *sandbox {
 		keep := (ctx.Err() != nil || slow) && p.ctx.Err() == nil
 		if keep {
 			// Back to the front: it is still the oldest.
-			p.ready = append([]*sandbox{s}, p.ready...)
+			p.ready = append([]*liveContext{s}, p.ready...)
 			p.m.metrics.poolReady.WithLabelValues(p.lang.Name).Set(float64(len(p.ready)))
 		}
 		if slow {
@@ -115,7 +115,7 @@ const poolCheckTimeout = 5 * time.Second
 
 // check checks that a pooled kernel's container runs and its kernel
 // answers a kernel_info_request.
-func (p *pool) check(ctx context.Context, s *sandbox) error {
+func (p *pool) check(ctx context.Context, s *liveContext) error {
 	select {
 	case <-s.stopped:
 		return errors.New("its container stopped")
@@ -203,7 +203,7 @@ func (p *pool) expire() {
 		return
 	}
 	p.mu.Lock()
-	var old []*sandbox
+	var old []*liveContext
 	for len(p.ready) > 0 && time.Since(p.ready[0].booted) > p.m.cfg.PoolMaxAge {
 		old = append(old, p.ready[0])
 		delete(p.slow, p.ready[0])

@@ -4,14 +4,49 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
 	"time"
 )
 
 // record is what the store keeps of s.
-func (s *sandbox) record() Record {
+func (s *liveContext) record() Record {
 	return Record{
 		ID: s.info.ID, Language: s.info.Language, SessionName: s.info.SessionName, WorkingDir: s.info.WorkingDir,
-		Env: s.env, Network: s.info.Network, CreatedAt: s.info.CreatedAt, Token: s.token,
+		Env: s.env, Network: s.info.Network, CreatedAt: s.info.CreatedAt, Token: s.token, KernelID: s.kernelID,
+	}
+}
+
+// persist saves what a restart of the daemon needs to take s over.
+func (m *Manager) persist(s *liveContext) {
+	if s.sb != nil {
+		m.saveSandbox(s.sb)
+		return
+	}
+	if err := m.store.Save(s.record()); err != nil {
+		m.log.Warn("the context will not survive a restart of the daemon", "context_id", s.info.ID, "error", err)
+	}
+}
+
+// saveSandbox saves b's record, with those of its contexts.
+func (m *Manager) saveSandbox(b *sandbox) {
+	b.saving.Lock() // one at a time, each with what b holds then
+	defer b.saving.Unlock()
+	b.mu.Lock()
+	if b.status == SandboxStopped {
+		b.mu.Unlock()
+		return
+	}
+	r := Record{
+		ID: b.id, Language: b.lang.Name, CreatedAt: b.createdAt, Token: b.token,
+		Sandbox: true, IdleTimeout: b.idleTimeout, Defaults: maps.Clone(b.defaults),
+	}
+	for _, s := range b.contexts {
+		r.Contexts = append(r.Contexts, s.record())
+	}
+	b.mu.Unlock()
+	if err := m.store.Save(r); err != nil {
+		m.log.Warn("the sandbox will not survive a restart of the daemon", "sandbox_id", b.id, "error", err)
 	}
 }
 
@@ -38,6 +73,25 @@ func (m *Manager) Recover(ctx context.Context) error {
 	seen := map[string]bool{}
 	for _, inst := range insts {
 		seen[inst.ContextID] = true
+		if strings.HasPrefix(inst.ContextID, "sbx-") {
+			b, err := m.recoveringSandbox(inst)
+			if b != nil {
+				for id := range b.contexts {
+					seen[id] = true // their histories are kept
+				}
+			}
+			m.watchers.Add(1)
+			go func() {
+				defer m.watchers.Done()
+				if err == nil {
+					if err = m.adoptSandbox(b); err == nil {
+						return
+					}
+				}
+				m.discardSandbox(inst, b, err)
+			}()
+			continue
+		}
 		s, err := m.recovering(inst)
 		m.watchers.Add(1)
 		go func() {
@@ -57,7 +111,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 
 // recovering lists inst's context, from its record, as one being taken
 // over, or says why it cannot be. It counts against MaxContexts.
-func (m *Manager) recovering(inst Instance) (*sandbox, error) {
+func (m *Manager) recovering(inst Instance) (*liveContext, error) {
 	if role := inst.Labels[LabelRole]; role != "" {
 		return nil, fmt.Errorf("a %s, not a context", role)
 	}
@@ -72,7 +126,7 @@ func (m *Manager) recovering(inst Instance) (*sandbox, error) {
 	if !ok || rec.Language == "" {
 		return nil, fmt.Errorf("language %q is not served", rec.Language)
 	}
-	s := &sandbox{
+	s := &liveContext{
 		info:         Info{ID: rec.ID, Type: "jupyter", Language: lang.Name, SessionName: rec.SessionName, WorkingDir: rec.WorkingDir, CreatedAt: rec.CreatedAt, Network: rec.Network},
 		lang:         lang,
 		env:          rec.Env,
@@ -95,7 +149,7 @@ func (m *Manager) recovering(inst Instance) (*sandbox, error) {
 }
 
 // adopt connects to s's kernel and makes s active, or says why it cannot.
-func (m *Manager) adopt(s *sandbox) error {
+func (m *Manager) adopt(s *liveContext) error {
 	ctx, cancel := context.WithTimeout(m.watchCtx, recoverTimeout)
 	defer cancel()
 	if s.info.Network {
@@ -104,13 +158,25 @@ func (m *Manager) adopt(s *sandbox) error {
 			return fmt.Errorf("egress: %w", err)
 		}
 	}
+	adopted, err := m.takeOver(ctx, s)
+	if err != nil || !adopted {
+		return err
+	}
+	m.watch(s)
+	m.log.Info("context taken over from a previous run", "context_id", s.info.ID, "instance", s.inst.ID)
+	return nil
+}
+
+// takeOver connects to s's kernel and makes s active; adopted is false
+// when Close or Detach took s meanwhile.
+func (m *Manager) takeOver(ctx context.Context, s *liveContext) (adopted bool, err error) {
 	if err := s.hist.load(); err != nil {
 		// Its kernel and variables are worth more than its past.
 		m.log.Warn("the context's history is lost", "context_id", s.info.ID, "error", err)
 	}
-	k, busy, err := m.kernels.Find(ctx, m.dialer(s.inst), s.token, m.kernelOptions(s))
+	k, busy, err := m.kernels.Find(ctx, m.dialer(s.inst), s.token, s.kernelID, m.kernelOptions(s))
 	if err != nil {
-		return err
+		return false, err
 	}
 	if busy {
 		// It runs a cell of the previous run, whose client is gone: nobody
@@ -123,26 +189,23 @@ func (m *Manager) adopt(s *sandbox) error {
 	if err := k.Ready(ctx); err != nil {
 		if !busy || m.watchCtx.Err() != nil {
 			k.Close()
-			return err
+			return false, err
 		}
 		// A cell that ignores interrupts: the context's next execution
 		// waits for it, and restarts the kernel if its timeout runs out.
 		m.log.Warn("taking over a kernel still busy with a cell of a previous run", "context_id", s.info.ID, "error", err)
 	}
 	if !s.adopted(k) {
-		// Close or Detach took it meanwhile.
 		k.Close()
-		return nil
+		return false, nil
 	}
-	m.watch(s)
-	m.log.Info("context taken over from a previous run", "context_id", s.info.ID, "instance", s.inst.ID, "was_busy", busy)
-	return nil
+	return true, nil
 }
 
 // discard removes inst, a container of a previous run that cannot be taken
 // over, and s, its context if it was listed. The record goes only once the
 // container is gone: with it the next start tries again.
-func (m *Manager) discard(inst Instance, s *sandbox, reason error) {
+func (m *Manager) discard(inst Instance, s *liveContext, reason error) {
 	if s != nil {
 		defer close(s.recovered)
 		m.mu.Lock()
@@ -169,4 +232,152 @@ func (m *Manager) discard(inst Instance, s *sandbox, reason error) {
 		return
 	}
 	m.store.Drop(inst.ContextID)
+}
+
+// recoveringSandbox lists inst's sandbox and its contexts, from its
+// record, as being taken over, or says why it cannot be. The sandbox
+// counts as one against MaxContexts.
+func (m *Manager) recoveringSandbox(inst Instance) (*sandbox, error) {
+	if !inst.Running {
+		return nil, errors.New("not running")
+	}
+	rec, err := m.store.Load(inst.ContextID)
+	if err != nil {
+		return nil, fmt.Errorf("no record: %w", err)
+	}
+	lang, ok := m.language(rec.Language)
+	if !ok || rec.Language == "" || !rec.Sandbox {
+		return nil, fmt.Errorf("template %q is not served", rec.Language)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	b := &sandbox{
+		id: rec.ID, lang: lang, inst: inst, token: rec.Token, stopped: make(chan struct{}),
+		idleTimeout: rec.IdleTimeout, createdAt: rec.CreatedAt, recovered: make(chan struct{}),
+		status: SandboxRecovering, lastActivity: now,
+		contexts: map[string]*liveContext{}, defaults: maps.Clone(rec.Defaults),
+	}
+	if b.defaults == nil {
+		b.defaults = map[string]string{}
+	}
+	for _, cr := range rec.Contexts {
+		clang, ok := m.language(cr.Language)
+		if !ok || cr.Language == "" {
+			m.log.Warn("a context of a sandbox of a previous run has a language no longer served", "context_id", cr.ID, "sandbox_id", b.id, "language", cr.Language)
+			continue
+		}
+		b.contexts[cr.ID] = &liveContext{
+			info:         Info{ID: cr.ID, Type: "jupyter", Language: clang.Name, SessionName: cr.SessionName, WorkingDir: cr.WorkingDir, CreatedAt: cr.CreatedAt, SandboxID: b.id},
+			lang:         clang,
+			env:          cr.Env,
+			token:        b.token,
+			inst:         inst,
+			sb:           b,
+			kernelID:     cr.KernelID,
+			turn:         make(chan struct{}, 1),
+			stopped:      b.stopped,
+			recovered:    make(chan struct{}),
+			status:       StatusRecovering,
+			lastActivity: now,
+			booted:       time.Now(),
+			hist:         m.newHistory(cr.ID),
+		}
+	}
+	m.mu.Lock()
+	m.sandboxes[b.id] = b
+	for id, s := range b.contexts {
+		m.contexts[id] = s
+	}
+	m.mu.Unlock()
+	m.admission.add()
+	m.metrics.active.Add(float64(len(b.contexts)))
+	return b, nil
+}
+
+// adoptSandbox takes b's server and the kernels of its contexts over. A
+// context whose kernel cannot be taken over goes alone; b goes only when
+// its server does not answer.
+func (m *Manager) adoptSandbox(b *sandbox) error {
+	ctx, cancel := context.WithTimeout(m.watchCtx, recoverTimeout)
+	defer cancel()
+	if err := m.kernels.Serve(ctx, m.dialer(b.inst), b.token, b.stopped); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	all := make([]*liveContext, 0, len(b.contexts))
+	for _, s := range b.contexts {
+		all = append(all, s)
+	}
+	b.mu.Unlock()
+	for _, s := range all {
+		adopted, err := m.takeOver(ctx, s)
+		if err != nil {
+			m.log.Warn("removing a context of a sandbox whose kernel cannot be taken over", "context_id", s.info.ID, "sandbox_id", b.id, "error", err)
+			m.dropRecovering(s)
+		} else if adopted {
+			m.log.Info("context taken over from a previous run", "context_id", s.info.ID, "sandbox_id", b.id)
+		}
+		close(s.recovered)
+	}
+	b.mu.Lock()
+	if b.status == SandboxRecovering {
+		b.status = SandboxReady
+	}
+	b.mu.Unlock()
+	if m.watchCtx.Err() == nil { // Detach lets go of it: nothing to watch
+		m.watchSandbox(b)
+	}
+	m.saveSandbox(b)
+	close(b.recovered)
+	m.log.Info("sandbox taken over from a previous run", "sandbox_id", b.id, "instance", b.inst.ID)
+	return nil
+}
+
+// dropRecovering unlists s, a context of a sandbox being taken over.
+func (m *Manager) dropRecovering(s *liveContext) {
+	s.sb.forget(s)
+	m.mu.Lock()
+	mine := m.contexts[s.info.ID] == s
+	if mine {
+		delete(m.contexts, s.info.ID)
+	}
+	m.mu.Unlock()
+	if !mine {
+		return // Close or Detach took it
+	}
+	s.markRemoved()
+	m.store.Drop(s.info.ID)
+	m.metrics.active.Dec()
+	m.events.publish(Event{Type: EventContextDeleted, ContextID: s.info.ID})
+}
+
+// discardSandbox removes inst, a sandbox's container of a previous run
+// that cannot be taken over, and b with its contexts if it was listed.
+func (m *Manager) discardSandbox(inst Instance, b *sandbox, reason error) {
+	if b != nil {
+		defer close(b.recovered)
+		m.mu.Lock()
+		mine := m.sandboxes[b.id] == b
+		if mine {
+			delete(m.sandboxes, b.id)
+		}
+		m.mu.Unlock()
+		b.mu.Lock()
+		all := make([]*liveContext, 0, len(b.contexts))
+		for _, s := range b.contexts {
+			all = append(all, s)
+		}
+		if mine {
+			b.status = SandboxStopped
+		}
+		b.mu.Unlock()
+		for _, s := range all {
+			m.dropRecovering(s)
+			close(s.recovered)
+		}
+		if !mine {
+			return // Close or Detach took it
+		}
+		m.admission.release()
+	}
+	m.discard(inst, nil, reason)
 }

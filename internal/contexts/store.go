@@ -21,9 +21,20 @@ type Record struct {
 	Network     bool              `json:"network,omitempty"`
 	CreatedAt   time.Time         `json:"created_at"`
 	Token       string            `json:"token"`
+	// KernelID, of a context in a sandbox, tells its kernel from the
+	// others on the sandbox's server.
+	KernelID string `json:"kernel_id,omitempty"`
+
+	// A sandbox's record has Sandbox set, its template as Language, and
+	// the records of its contexts, which have none of their own.
+	Sandbox     bool              `json:"sandbox,omitempty"`
+	IdleTimeout time.Duration     `json:"idle_timeout,omitempty"`
+	Defaults    map[string]string `json:"defaults,omitempty"`
+	Contexts    []Record          `json:"contexts,omitempty"`
 }
 
-// Store keeps the records of contexts, and their histories, across runs of
+// Store keeps the records of contexts and sandboxes, and the contexts'
+// histories, across runs of
 // the daemon. It is only read by the daemon: a record holds its context's
 // token.
 type Store interface {
@@ -83,7 +94,8 @@ func (d DirStore) Drop(id string) {
 // Prune implements Store.
 func (d DirStore) Prune(keep func(id string) bool) {
 	files, _ := filepath.Glob(filepath.Join(string(d), "ctx-*.*"))
-	for _, f := range files {
+	sandboxes, _ := filepath.Glob(filepath.Join(string(d), "sbx-*.*"))
+	for _, f := range append(files, sandboxes...) {
 		if id, _, _ := strings.Cut(filepath.Base(f), "."); !keep(id) {
 			os.Remove(f)
 		}

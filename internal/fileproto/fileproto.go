@@ -25,11 +25,17 @@ type Op string
 const (
 	OpRead   Op = "read"   // PATH
 	OpWrite  Op = "write"  // PATH, with the bytes on stdin
-	OpCommit Op = "commit" // PATH TMP
+	OpCommit Op = "commit" // PATH TMP [MODE]
 	OpAbort  Op = "abort"  // PATH TMP; PATH is not used
-	OpList   Op = "list"   // PATH
+	OpList   Op = "list"   // PATH DEPTH LIMIT
+	OpStat   Op = "stat"   // PATH
+	OpMkdir  Op = "mkdir"  // PATH MODE PARENTS
+	OpMove   Op = "move"   // PATH DEST
 	OpDelete Op = "delete" // PATH
 	OpRun    Op = "run"    // PATH CMD [ARG...]
+	// The processes of the container; their PATH is not used.
+	OpProcesses Op = "processes" // PATH LIMIT
+	OpKill      Op = "kill"      // PATH PID START
 )
 
 // Exit codes of the script, besides 0 and 1 (any other failure).
@@ -42,6 +48,7 @@ const (
 	ExitNoWorkDir   = 15 // the working dir does not exist
 	ExitWriteFailed = 16 // write: the disk is full, or the file too large
 	ExitNotRegular  = 17 // read: PATH is a FIFO, socket or device
+	ExitExists      = 18 // mkdir, move: PATH or DEST is in the way
 )
 
 // Command returns the command line that runs op in the working dir
@@ -51,10 +58,18 @@ func Command(op Op, workDir string, args ...string) []string {
 	return append([]string{"sh", "-c", script, "sandboxd", string(op), workDir}, args...)
 }
 
+// IsCommand reports whether cmdline, the arguments of a process joined by
+// spaces, is a command line Command made.
+func IsCommand(cmdline string) bool {
+	first, _, _ := strings.Cut(script, "\n")
+	return strings.HasPrefix(cmdline, "sh -c "+first+"\n")
+}
+
 // Info is a file's description, of what a symlink points to.
 type Info struct {
-	IsDir bool
-	Size  int64
+	IsDir   bool
+	Regular bool // a regular file: not a directory, FIFO, socket or device
+	Size    int64
 	// Mode holds the Unix permission bits, setuid, setgid and sticky
 	// included: 0o644.
 	Mode    uint32
@@ -82,6 +97,7 @@ func ParseInfo(s string) (Info, error) {
 	}
 	return Info{
 		IsDir:   f[0] == "d",
+		Regular: f[0] == "f",
 		Size:    size,
 		Mode:    uint32(mode),
 		ModTime: time.Unix(sec, nsec).UTC(),
@@ -90,28 +106,31 @@ func ParseInfo(s string) (Info, error) {
 
 // Entry is a file in a directory's listing.
 type Entry struct {
+	// Name is the entry's path below the listed directory: a name, or
+	// names joined by / for an entry of a subdirectory.
 	Name string
 	Info
 }
 
 // ParseList reads what OpList printed: a record for each entry, its
-// description, a /, and its name, ended by a NUL. The entries come in the
-// order the directory holds them.
+// description, a /, and its path, ended by a NUL. The entries come in the
+// order the directories hold them, each directory's before what is in it.
 func ParseList(out string) ([]Entry, error) {
 	var list []Entry
 	for _, rec := range strings.Split(out, "\x00") {
 		if rec == "" {
 			continue
 		}
-		i := strings.LastIndexByte(rec, '/')
-		if i < 0 {
+		// The description has four fields; the path is the rest.
+		f := strings.SplitN(rec, "/", 5)
+		if len(f) != 5 || f[4] == "" {
 			return nil, fmt.Errorf("bad entry %q", rec)
 		}
-		info, err := ParseInfo(rec[:i])
+		info, err := ParseInfo(strings.Join(f[:4], "/"))
 		if err != nil {
 			return nil, err
 		}
-		list = append(list, Entry{Name: rec[i+1:], Info: info})
+		list = append(list, Entry{Name: f[4], Info: info})
 	}
 	return list, nil
 }

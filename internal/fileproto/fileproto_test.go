@@ -13,10 +13,10 @@ func TestParseInfo(t *testing.T) {
 		bad      bool
 	}{
 		{name: "file", in: "f/1234/644/1736937000.1234567890",
-			want: Info{Size: 1234, Mode: 0o644, ModTime: time.Unix(1736937000, 123456789).UTC()}},
+			want: Info{Regular: true, Size: 1234, Mode: 0o644, ModTime: time.Unix(1736937000, 123456789).UTC()}},
 		{name: "directory, setuid, whole seconds", in: "d/4096/4755/1736937000",
 			want: Info{IsDir: true, Size: 4096, Mode: 0o4755, ModTime: time.Unix(1736937000, 0).UTC()}},
-		{name: "short fraction", in: "f/0/600/1736937000.5", want: Info{Mode: 0o600, ModTime: time.Unix(1736937000, 5e8).UTC()}},
+		{name: "short fraction", in: "f/0/600/1736937000.5", want: Info{Regular: true, Mode: 0o600, ModTime: time.Unix(1736937000, 5e8).UTC()}},
 		{name: "FIFO", in: "p/0/644/1", want: Info{Mode: 0o644, ModTime: time.Unix(1, 0).UTC()}},
 		{name: "empty", in: "", bad: true},
 		{name: "a field short", in: "f/1/644", bad: true},
@@ -43,10 +43,13 @@ func TestParseList(t *testing.T) {
 	}{
 		{name: "empty dir", in: "", want: nil},
 		{name: "entries", in: "f/3/644/1736937000/a.txt\x00d/4096/755/1736937000/sub\x00",
-			want: []Entry{{"a.txt", Info{Size: 3, Mode: 0o644, ModTime: mtime}}, {"sub", Info{IsDir: true, Size: 4096, Mode: 0o755, ModTime: mtime}}}},
+			want: []Entry{{"a.txt", Info{Regular: true, Size: 3, Mode: 0o644, ModTime: mtime}}, {"sub", Info{IsDir: true, Size: 4096, Mode: 0o755, ModTime: mtime}}}},
 		{name: "names with spaces, dots and newlines", in: "f/0/644/1736937000/ a.b\nc \x00",
-			want: []Entry{{" a.b\nc ", Info{Mode: 0o644, ModTime: mtime}}}},
+			want: []Entry{{" a.b\nc ", Info{Regular: true, Mode: 0o644, ModTime: mtime}}}},
+		{name: "paths below the directory", in: "d/4096/755/1736937000/sub\x00p/0/644/1736937000/sub/deeper/fifo\x00",
+			want: []Entry{{"sub", Info{IsDir: true, Size: 4096, Mode: 0o755, ModTime: mtime}}, {"sub/deeper/fifo", Info{Mode: 0o644, ModTime: mtime}}}},
 		{name: "no name", in: "f/3/644\x00", bad: true},
+		{name: "an empty name", in: "f/3/644/1736937000/\x00", bad: true},
 		{name: "bad description", in: "f/3/644/1736937000/a\x00f/x/644/1/b\x00", bad: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

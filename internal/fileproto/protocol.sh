@@ -24,6 +24,8 @@
 #	15  WORKDIR does not exist
 #	16  write could not write: the disk is full or the file too large
 #	17  read: PATH is not a regular file (a FIFO, socket or device)
+#	18  mkdir, move: PATH, or DEST, exists and cannot be replaced, or DEST
+#	    lies in PATH
 #
 # The checks are not a security boundary: the user could race them, but
 # gains nothing, as everything runs with the rights its code has anyway.
@@ -37,6 +39,20 @@ resolve() {
 	inside "$t" || fail 10 "$1 resolves to $t"
 }
 entry() { find -L "$1" -maxdepth 0 -printf '%y/%s/%m/%T@'; }
+# below PATH: t is PATH with its parent resolved but not its last name, so
+# that a symlink there is the link itself.
+below() {
+	case $1 in */*) resolve "${1%/*}" ;; *) resolve . ;; esac
+	t=$t/${1##*/}
+}
+# mkdirs DIR [MODE]: mkdir -p DIR, with MODE for DIR itself.
+mkdirs() {
+	err=$(mkdir -p ${2:+-m "$2"} -- "$1" 2>&1) || case $err in
+		# mkdir -p says "File exists" where a parent is a file.
+		*"Not a directory"* | *"File exists"*) fail 13 "$err" ;;
+		*) fail 14 "$err" ;;
+	esac
+}
 op=$1
 shift 2
 case $op in
@@ -62,22 +78,25 @@ write)
 	[ "$t" = "$root" ] && fail 12 "$t is the working dir"
 	[ -d "$t" ] && fail 12 "$t is a directory"
 	d=${t%/*}
-	err=$(mkdir -p -- "$d" 2>&1) || case $err in
-		# mkdir -p says "File exists" where a parent is a file.
-		*"Not a directory"* | *"File exists"*) fail 13 "$err" ;;
-		*) fail 14 "$err" ;;
-	esac
+	mkdirs "$d"
 	tmp=$(mktemp "$d/.sandboxd-upload.XXXXXX") || fail 14 "cannot write in $d"
 	printf '%s\000' "$tmp"
 	cat >"$tmp" || { rm -f -- "$tmp"; fail 16 "cannot write $tmp"; }
 	# Not stat: gVisor's statx refuses the flags coreutils passes.
 	find "$tmp" -maxdepth 0 -printf '%s'
 	;;
-# commit PATH TMP: TMP in place of PATH, with PATH's mode; its description.
+# commit PATH TMP [MODE]: TMP in place of PATH, with the octal MODE, else
+# PATH's mode, else 0644; its description.
 commit)
 	resolve "$1"
 	tmp=$2
-	if [ -e "$t" ]; then chmod --reference="$t" -- "$tmp"; else chmod 0644 -- "$tmp"; fi
+	if [ -n "${3:-}" ]; then
+		chmod "$3" -- "$tmp"
+	elif [ -e "$t" ]; then
+		chmod --reference="$t" -- "$tmp"
+	else
+		chmod 0644 -- "$tmp"
+	fi
 	# On failure the daemon removes $tmp (abort), whatever failed.
 	mv -fT -- "$tmp" "$t" || fail 12 "cannot replace $t"
 	entry "$t"
@@ -86,24 +105,94 @@ commit)
 abort)
 	rm -f -- "$2"
 	;;
-# list PATH: for each entry of the directory PATH, its description, /, its
-# name and a NUL.
+# list PATH DEPTH LIMIT: for each entry of the directory PATH and of its
+# subdirectories down to DEPTH levels, its description, /, its path below
+# PATH and a NUL; no more than LIMIT entries. A symlink is described by
+# what it points to but not entered, so that the walk stays in WORKDIR.
 list)
 	resolve "$1"
 	[ -e "$t" ] || fail 11 "$t does not exist"
 	[ -d "$t" ] || fail 13 "$t is not a directory"
 	[ -r "$t" ] && [ -x "$t" ] || fail 14 "$t is not readable"
-	find -L "$t" -mindepth 1 -maxdepth 1 -printf '%y/%s/%m/%T@/%f\000' 2>/dev/null
+	find -L "$t" -mindepth 1 -maxdepth "$2" -printf '%y/%s/%m/%T@/%P\000' \( -xtype l -prune -o -true \) 2>/dev/null |
+		head -z -n "$3"
 	exit 0
+	;;
+# stat PATH: the description of PATH.
+stat)
+	resolve "$1"
+	[ -e "$t" ] || fail 11 "$t does not exist"
+	entry "$t" || fail 14 "cannot stat $t"
+	;;
+# mkdir PATH MODE PARENTS: makes the directory PATH with the octal MODE,
+# and with PARENTS "1" its missing parents too, where a directory at PATH
+# already is no failure (mkdir -p); its description.
+mkdir)
+	resolve "$1"
+	if [ "$3" = 1 ] && [ -d "$t" ]; then
+		:
+	elif [ -e "$t" ]; then
+		fail 18 "$t exists"
+	elif [ "$3" = 1 ]; then
+		mkdirs "$t" "$2"
+	else
+		[ -e "${t%/*}" ] || fail 11 "the parent of $t does not exist"
+		[ -d "${t%/*}" ] || fail 13 "the parent of $t is not a directory"
+		mkdir -m "$2" -- "$t" 2>/dev/null || fail 14 "cannot make $t"
+	fi
+	entry "$t"
+	;;
+# move PATH DEST: renames PATH to DEST, also relative to WORKDIR, and makes
+# DEST's missing parents. A file at DEST is replaced, a directory is not.
+# A symlink is moved itself. DEST's description.
+move)
+	below "$1"
+	src=$t
+	[ -e "$src" ] || [ -L "$src" ] || fail 11 "$src does not exist"
+	below "$2"
+	case $t/ in "$src"/*) fail 18 "$t is $src or lies in it" ;; esac
+	[ -d "$t" ] && fail 18 "$t is a directory"
+	[ -d "$src" ] && { [ -e "$t" ] || [ -L "$t" ]; } && fail 18 "$t exists"
+	mkdirs "${t%/*}"
+	mv -fT -- "$src" "$t" 2>/dev/null || fail 14 "cannot move $src to $t"
+	entry "$t"
 	;;
 # delete PATH: removes PATH, a directory with all it holds, a symlink
 # itself.
 delete)
-	case $1 in */*) parent=${1%/*} ;; *) parent=. ;; esac
-	resolve "$parent"
-	t=$t/${1##*/}
+	below "$1"
 	[ -e "$t" ] || [ -L "$t" ] || fail 11 "$t does not exist"
 	rm -rf -- "$t" || fail 14 "cannot delete $t"
+	;;
+# processes PATH LIMIT: this exec's pid, which leads its session; the boot
+# time in seconds; clock ticks a second; the page size in bytes;
+# /etc/passwd; then for each process, no more than LIMIT, its
+# pid, uid, /proc/PID/stat and the first 2 KiB of its command line with
+# spaces for NULs. Each ends with a NUL. PATH is not used.
+processes)
+	printf '%s\000' "$$" "$(sed -n 's/^btime //p' /proc/stat)" "$(getconf CLK_TCK)" "$(getconf PAGESIZE)" "$(cat /etc/passwd 2>/dev/null)"
+	n=0
+	for d in /proc/[0-9]*; do
+		[ "$n" -lt "$2" ] || break
+		# A process may end at any time: skip it then.
+		st=$(cat "$d/stat" 2>/dev/null) || continue
+		uid=$(find "$d" -maxdepth 0 -printf '%U' 2>/dev/null) || continue
+		cmd=$(head -c 2048 "$d/cmdline" 2>/dev/null | tr '\000' ' ')
+		printf '%s\000' "${d#/proc/}" "$uid" "$st" "$cmd"
+		n=$((n + 1))
+	done
+	;;
+# kill PATH PID START: kills PID with SIGKILL if it is the process that
+# started START clock ticks after boot, not one that took its pid since.
+# PATH is not used.
+kill)
+	pid=$2 start=$3
+	st=$(cat "/proc/$pid/stat" 2>/dev/null) || fail 11 "no process $pid"
+	# The fields after the command's name, which may hold anything: the
+	# 22nd of the stat, the start time, is the 20th of them.
+	set -- ${st##*) }
+	[ "${20}" = "$start" ] || fail 11 "process $pid started at ${20}, not $start"
+	kill -KILL "$pid" 2>/dev/null || fail 14 "cannot kill $pid"
 	;;
 # run PATH CMD [ARG...]: a NUL once PATH has passed the checks, then CMD
 # run in PATH.

@@ -107,6 +107,12 @@ func (b *box) put(rel, data string) Info {
 	return info
 }
 
+// list lists the directory rel, its entries alone, as ListFiles does.
+func (b *box) list(rel string) result {
+	b.tb.Helper()
+	return b.op("", OpList, rel, "1", "100000")
+}
+
 // temps returns the upload temporary files anywhere in the working dir.
 func (b *box) temps() string {
 	b.tb.Helper()
@@ -164,6 +170,15 @@ func TestProtocolFiles(t *testing.T) {
 		if info := b.put("private.txt", "version 2"); info.Mode != 0o600 || info.Size != 9 {
 			t.Errorf("replaced: %+v", info)
 		}
+		// Unless it is given one.
+		for _, rel := range []string{"private.txt", "script.sh"} {
+			w := b.op("#!/bin/sh", OpWrite, rel)
+			tmp, _, _ := ParseWrite(w.stdout)
+			c := b.op("", OpCommit, rel, tmp, "0750")
+			if info, err := ParseInfo(c.stdout); c.code != 0 || err != nil || info.Mode != 0o750 {
+				t.Errorf("commit %s with a mode: exit %d, %+v, %v", rel, c.code, info, err)
+			}
+		}
 	})
 
 	t.Run("write refuses the working dir, a directory, and a file as a parent", func(t *testing.T) {
@@ -181,7 +196,7 @@ func TestProtocolFiles(t *testing.T) {
 	t.Run("list", func(t *testing.T) {
 		b := b.with(t)
 		b.sh("mkdir -p l/d && printf 123 >l/f && ln -s d l/dlink && ln -s f l/flink && printf x >'l/a name\nwith a newline'")
-		r := b.op("", OpList, "l")
+		r := b.list("l")
 		list, err := ParseList(r.stdout)
 		if r.code != 0 || err != nil {
 			t.Fatalf("list: exit %d, %v: %s", r.code, err, r.stderr)
@@ -198,10 +213,10 @@ func TestProtocolFiles(t *testing.T) {
 		if want := []string{"a name\nwith a newline:1", "d/", "dlink/", "f:3", "flink:3"}; !slices.Equal(got, want) {
 			t.Errorf("listed %q, want %q", got, want)
 		}
-		wantCode(t, "list a file", b.op("", OpList, "l/f"), ExitNotDir)
-		wantCode(t, "list a missing dir", b.op("", OpList, "nope"), ExitNotFound)
+		wantCode(t, "list a file", b.list("l/f"), ExitNotDir)
+		wantCode(t, "list a missing dir", b.list("nope"), ExitNotFound)
 		b.sh("mkdir -p locked && chmod 0 locked")
-		wantCode(t, "list a dir it cannot read", b.op("", OpList, "locked"), ExitDenied)
+		wantCode(t, "list a dir it cannot read", b.list("locked"), ExitDenied)
 		b.sh("chmod 0755 locked")
 	})
 
@@ -277,7 +292,7 @@ python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('s/sock')" && touc
 		if _, data, _ := strings.Cut(r.stdout, "\x00"); r.code != 0 || data != "through a link" {
 			t.Errorf("read in_link: exit %d, %q", r.code, r.stdout)
 		}
-		if r := b.op("", OpList, "in_dir"); r.code != 0 || !strings.HasSuffix(r.stdout, "/target.txt\x00") {
+		if r := b.list("in_dir"); r.code != 0 || !strings.HasSuffix(r.stdout, "/target.txt\x00") {
 			t.Errorf("list in_dir: exit %d, %q", r.code, r.stdout)
 		}
 		if info := b.put("in_dir/new.txt", "new"); info.Size != 3 {
@@ -299,17 +314,27 @@ python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('s/sock')" && touc
 			{"read out_file", b.op("", OpRead, "out_file"), ExitOutside},
 			{"read out_dir/secret", b.op("", OpRead, "out_dir/secret"), ExitOutside},
 			{"read up/etc/passwd", b.op("", OpRead, "up/etc/passwd"), ExitOutside},
-			{"list out_dir", b.op("", OpList, "out_dir"), ExitOutside},
-			{"list up", b.op("", OpList, "up"), ExitOutside},
+			{"list out_dir", b.list("out_dir"), ExitOutside},
+			{"list up", b.list("up"), ExitOutside},
 			{"write out_file", b.op("x", OpWrite, "out_file"), ExitOutside},
 			{"write out_dir/new", b.op("x", OpWrite, "out_dir/new"), ExitOutside},
 			{"delete out_dir/secret", b.op("", OpDelete, "out_dir/secret"), ExitOutside},
 			{"run in out_dir", b.op("", OpRun, "out_dir", "true"), ExitOutside},
+			{"stat out_file", b.op("", OpStat, "out_file"), ExitOutside},
+			{"stat up", b.op("", OpStat, "up"), ExitOutside},
+			{"mkdir out_dir/new", b.op("", OpMkdir, "out_dir/new", "0755", "1"), ExitOutside},
+			{"mkdir up/new", b.op("", OpMkdir, "up/new", "0755", "0"), ExitOutside},
+			{"move out_dir/secret", b.op("", OpMove, "out_dir/secret", "stolen"), ExitOutside},
+			{"move to out_dir/new", b.op("", OpMove, "out_file", "out_dir/new"), ExitOutside},
+			{"list . deep", b.op("", OpList, ".", "5", "100"), 0},
 		} {
 			wantCode(t, tt.what, tt.r, tt.code)
 		}
-		if got := b.sh("cat /tmp/secret"); got != "secret\n" {
+		if got := b.sh("cat /tmp/secret; ls /tmp/stolen /tmp/new 2>&1 | wc -l"); got != "secret\n2\n" {
 			t.Errorf("outside the working dir: %q", got)
+		}
+		if r := b.op("", OpList, ".", "5", "100"); strings.Contains(r.stdout, "secret") {
+			t.Errorf("a deep listing went out of the working dir: %q", r.stdout)
 		}
 		if got := b.temps(); got != "" {
 			t.Errorf("left: %q", got)
@@ -322,7 +347,7 @@ python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('s/sock')" && touc
 		if info := b.put("long/"+name, "x"); info.Size != 1 {
 			t.Errorf("put a 255-byte name: %+v", info)
 		}
-		r := b.op("", OpList, "long")
+		r := b.list("long")
 		if list, err := ParseList(r.stdout); err != nil || len(list) != 1 || list[0].Name != name {
 			t.Errorf("list: %d entries, %v", len(list), err)
 		}
@@ -349,7 +374,7 @@ python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('s/sock')" && touc
 		if _, data, _ := strings.Cut(r.stdout, "\x00"); r.code != 0 || data != "deep" {
 			t.Errorf("read deep: exit %d, %q", r.code, data)
 		}
-		if r := b.op("", OpList, deep[:len(deep)-len("/f.txt")]); r.code != 0 || !strings.HasSuffix(r.stdout, "/f.txt\x00") {
+		if r := b.list(deep[:len(deep)-len("/f.txt")]); r.code != 0 || !strings.HasSuffix(r.stdout, "/f.txt\x00") {
 			t.Errorf("list deep: exit %d, %q", r.code, r.stdout)
 		}
 		wantCode(t, "run deep", b.op("", OpRun, deep[:len(deep)-len("/f.txt")], "true"), 0)
@@ -364,9 +389,112 @@ python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('s/sock')" && touc
 		wantCode(t, "delete deep", b.op("", OpDelete, strings.Repeat("d", 250)), 0)
 	})
 
+	t.Run("list descends to a depth, into directories but not symlinks", func(t *testing.T) {
+		b := b.with(t)
+		b.sh("mkdir -p tree/a/b/c && touch tree/f tree/a/g tree/a/b/c/h && ln -s a tree/alink && mkfifo tree/a/fifo")
+		names := func(depth, limit string) []string {
+			t.Helper()
+			r := b.op("", OpList, "tree", depth, limit)
+			list, err := ParseList(r.stdout)
+			if r.code != 0 || err != nil {
+				t.Fatalf("list to depth %s: exit %d, %v: %s", depth, r.code, err, r.stderr)
+			}
+			var got []string
+			for _, e := range list {
+				switch {
+				case e.IsDir:
+					got = append(got, e.Name+"/")
+				case e.Regular:
+					got = append(got, e.Name)
+				default:
+					got = append(got, e.Name+"|")
+				}
+			}
+			slices.Sort(got)
+			return got
+		}
+		for _, tt := range []struct {
+			depth string
+			want  []string
+		}{
+			{"1", []string{"a/", "alink/", "f"}},
+			{"2", []string{"a/", "a/b/", "a/fifo|", "a/g", "alink/", "f"}},
+			{"9", []string{"a/", "a/b/", "a/b/c/", "a/b/c/h", "a/fifo|", "a/g", "alink/", "f"}},
+		} {
+			if got := names(tt.depth, "100"); !slices.Equal(got, tt.want) {
+				t.Errorf("depth %s: %q, want %q", tt.depth, got, tt.want)
+			}
+		}
+		if got := names("9", "3"); len(got) != 3 {
+			t.Errorf("with a limit of 3: %q", got)
+		}
+	})
+
+	t.Run("stat", func(t *testing.T) {
+		b := b.with(t)
+		b.sh("mkdir -p st/d && printf 1234 >st/f && mkfifo st/fifo && ln -s f st/link")
+		for _, tt := range []struct {
+			path         string
+			dir, regular bool
+			size         int64
+		}{{"st/f", false, true, 4}, {"st/link", false, true, 4}, {"st/d", true, false, -1}, {"st/fifo", false, false, 0}, {".", true, false, -1}} {
+			r := b.op("", OpStat, tt.path)
+			info, err := ParseInfo(r.stdout)
+			if r.code != 0 || err != nil || info.IsDir != tt.dir || info.Regular != tt.regular || tt.size >= 0 && info.Size != tt.size {
+				t.Errorf("stat %s: exit %d, %+v, %v", tt.path, r.code, info, err)
+			}
+		}
+		wantCode(t, "stat a missing file", b.op("", OpStat, "st/nope"), ExitNotFound)
+		wantCode(t, "stat below a file", b.op("", OpStat, "st/f/x"), ExitNotFound)
+	})
+
+	t.Run("mkdir", func(t *testing.T) {
+		b := b.with(t)
+		r := b.op("", OpMkdir, "mk/a/b", "0700", "1")
+		if info, err := ParseInfo(r.stdout); r.code != 0 || err != nil || !info.IsDir || info.Mode != 0o700 {
+			t.Errorf("mkdir -p: exit %d, %+v, %v: %s", r.code, info, err, r.stderr)
+		}
+		wantCode(t, "mkdir -p of a directory that is there", b.op("", OpMkdir, "mk/a/b", "0755", "1"), 0)
+		wantCode(t, "mkdir of a directory that is there", b.op("", OpMkdir, "mk/a/b", "0755", "0"), ExitExists)
+		wantCode(t, "mkdir without its parent", b.op("", OpMkdir, "mk/x/y", "0755", "0"), ExitNotFound)
+		wantCode(t, "mkdir in a directory that is there", b.op("", OpMkdir, "mk/a/c", "0755", "0"), 0)
+		b.sh("touch mk/file && ln -s nowhere mk/dangling")
+		for _, parents := range []string{"0", "1"} {
+			wantCode(t, "mkdir of a file, parents "+parents, b.op("", OpMkdir, "mk/file", "0755", parents), ExitExists)
+			wantCode(t, "mkdir below a file, parents "+parents, b.op("", OpMkdir, "mk/file/x", "0755", parents), ExitNotDir)
+		}
+		// As everywhere, a symlink is what it points to.
+		wantCode(t, "mkdir through a dangling link", b.op("", OpMkdir, "mk/dangling", "0755", "0"), 0)
+		if got := b.sh("ls -d mk/*/ mk/a/*/ | sort; find mk/x 2>&1 | wc -l"); got != "mk/a/\nmk/a/b/\nmk/a/c/\nmk/dangling/\nmk/nowhere/\n1\n" {
+			t.Errorf("made: %q", got)
+		}
+	})
+
+	t.Run("move", func(t *testing.T) {
+		b := b.with(t)
+		b.sh("mkdir -p mv/d/sub mv/e && printf one >mv/one && printf two >mv/two && ln -s one mv/link && echo kept >/tmp/kept && ln -s /tmp/kept mv/out")
+		r := b.op("", OpMove, "mv/one", "mv/new/deep/uno")
+		if info, err := ParseInfo(r.stdout); r.code != 0 || err != nil || info.Size != 3 {
+			t.Errorf("move to new dirs: exit %d, %+v, %v: %s", r.code, info, err, r.stderr)
+		}
+		wantCode(t, "move over a file", b.op("", OpMove, "mv/two", "mv/new/deep/uno"), 0)
+		wantCode(t, "move a directory", b.op("", OpMove, "mv/d", "mv/d2"), 0)
+		wantCode(t, "move a directory onto one", b.op("", OpMove, "mv/d2", "mv/e"), ExitExists)
+		wantCode(t, "move a file onto a directory", b.op("", OpMove, "mv/new/deep/uno", "mv/e"), ExitExists)
+		wantCode(t, "move a directory onto a file", b.op("", OpMove, "mv/d2", "mv/new/deep/uno"), ExitExists)
+		wantCode(t, "move a directory into itself", b.op("", OpMove, "mv/d2", "mv/d2/sub/x"), ExitExists)
+		wantCode(t, "move a missing file", b.op("", OpMove, "mv/nope", "mv/x"), ExitNotFound)
+		wantCode(t, "move to below a file", b.op("", OpMove, "mv/d2", "mv/new/deep/uno/x"), ExitNotDir)
+		// Links move themselves, wherever they point.
+		wantCode(t, "move a link", b.op("", OpMove, "mv/out", "mv/out2"), 0)
+		if got := b.sh("cd mv && find . | sort && cat new/deep/uno /tmp/kept && readlink out2"); got != ".\n./d2\n./d2/sub\n./e\n./link\n./new\n./new/deep\n./new/deep/uno\n./out2\ntwokept\n/tmp/kept\n" {
+			t.Errorf("after the moves: %q", got)
+		}
+	})
+
 	t.Run("the working dir is gone", func(t *testing.T) {
 		b := b.with(t)
-		for _, op := range []Op{OpRead, OpWrite, OpList, OpDelete, OpRun} {
+		for _, op := range []Op{OpRead, OpWrite, OpList, OpStat, OpMkdir, OpMove, OpDelete, OpRun, OpProcesses, OpKill} {
 			wantCode(t, string(op), b.exec("", Command(op, workDir+"/gone", "x", "true")), ExitNoWorkDir)
 		}
 	})
@@ -405,4 +533,66 @@ func TestProtocolWriteFailed(t *testing.T) {
 	if got := b.sh("ls -A"); got != "sub\n" {
 		t.Errorf("in the working dir: %q", got)
 	}
+}
+
+// The processes of a container, and the killing of one, in a container
+// whose init reaps what it adopts, as the kernel images' tini does.
+func TestProtocolProcesses(t *testing.T) {
+	b := startBox(t, 1<<20, 1<<20, "--init")
+	// A process whose name has parentheses and spaces, left behind by the
+	// exec that started it.
+	const sleeper = `import ctypes, time; ctypes.CDLL(None).prctl(15, b"a) (b", 0, 0, 0); time.sleep(1000)`
+	b.sh(`(python3 -c '` + sleeper + `' >/dev/null 2>&1 &)`)
+	// And one whose command line is longer than the 2 KiB the listing
+	// keeps of it.
+	long := strings.Repeat("x", 3000)
+	b.sh(`(python3 -c 'import time; time.sleep(1000)' ` + long + ` >/dev/null 2>&1 &)`)
+	list := func(limit string) Processes {
+		t.Helper()
+		r := b.op("", OpProcesses, ".", limit)
+		ps, err := ParseProcesses(r.stdout)
+		if r.code != 0 || err != nil {
+			t.Fatalf("processes: exit %d, %v: %s", r.code, err, r.stderr)
+		}
+		return ps
+	}
+	ps := list("100")
+	var sleeping Process
+	var self int
+	for _, p := range ps.List {
+		switch {
+		case p.Name == "a) (b":
+			sleeping = p
+		case strings.HasSuffix(p.Cmdline, "xxx"):
+			if want := ("python3 -c import time; time.sleep(1000) " + long)[:2048]; p.Cmdline != want {
+				t.Errorf("a long command line: %d bytes, want its first 2048", len(p.Cmdline))
+			}
+			long = ""
+		case p.PID == ps.Self:
+			self++
+		}
+	}
+	if sleeping.PID == 0 || sleeping.PPID != 1 || sleeping.Cmdline != "python3 -c "+sleeper || sleeping.User != "sandbox" || sleeping.UID != 61000 ||
+		sleeping.State != 'S' || time.Since(sleeping.Started) > time.Hour || time.Since(sleeping.Started) < -time.Minute || sleeping.RSS <= 0 {
+		t.Fatalf("the sleeper: %+v, in %+v", sleeping, ps.List)
+	}
+	if self != 1 || !slices.ContainsFunc(ps.List, func(p Process) bool { return p.PID == 1 && p.Name == "docker-init" }) {
+		t.Errorf("the listing's own process %d seen %d times, or init missing, in %+v", ps.Self, self, ps.List)
+	}
+	if long != "" {
+		t.Errorf("the process with a long command line is not listed")
+	}
+	if got := list("2"); len(got.List) != 2 {
+		t.Errorf("with a limit of 2: %d processes", len(got.List))
+	}
+
+	pid, start := strconv.Itoa(sleeping.PID), strconv.FormatUint(sleeping.StartTicks, 10)
+	wantCode(t, "kill a process that started at another time", b.op("", OpKill, ".", pid, start+"1"), ExitNotFound)
+	wantCode(t, "kill", b.op("", OpKill, ".", pid, start), 0)
+	for _, p := range list("100").List {
+		if p.PID == sleeping.PID && p.State != 'Z' {
+			t.Errorf("killed, yet %+v", p)
+		}
+	}
+	wantCode(t, "kill a process that is gone", b.op("", OpKill, ".", "999999", "1"), ExitNotFound)
 }

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -18,9 +17,10 @@ import (
 
 // The routes of AgentRun's sandbox data API, which its SDKs call as
 // <base>/sandboxes/{sandbox_id}/..., so that pointing such an SDK's base URL
-// at sandboxd works. A sandbox id has no meaning here: contexts are
-// sandboxd's own, and a sandbox id that names a context stands for it when
-// a request names none.
+// at sandboxd works. Contexts made here are kernels in the sandbox's
+// container; a context id that is not the sandbox's is not found. Files and
+// processes are the sandbox's, and a context's id stands for its
+// container too.
 
 // agentRunHome is the SDKs' default cwd. No context can work there, so it
 // stands for the default working dir.
@@ -63,7 +63,7 @@ func handleAgentRunCreate(log *slog.Logger, svc contextService) http.HandlerFunc
 			writeError(w, r, log, err)
 			return
 		}
-		c, err := svc.Create(r.Context(), contexts.CreateRequest{Language: req.Language, WorkingDir: agentRunWorkingDir(req.Cwd)})
+		c, err := svc.Create(r.Context(), contexts.CreateRequest{SandboxID: chi.URLParam(r, "sandbox_id"), Language: req.Language, WorkingDir: agentRunWorkingDir(req.Cwd)})
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -72,9 +72,13 @@ func handleAgentRunCreate(log *slog.Logger, svc contextService) http.HandlerFunc
 	}
 }
 
-func handleAgentRunList(svc contextService) http.HandlerFunc {
+func handleAgentRunList(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		infos := svc.List()
+		infos, err := svc.SandboxContexts(chi.URLParam(r, "sandbox_id"))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
 		all := make([]agentRunContext, len(infos))
 		for i, c := range infos {
 			all[i] = newAgentRunContext(c)
@@ -85,7 +89,7 @@ func handleAgentRunList(svc contextService) http.HandlerFunc {
 
 func handleAgentRunGet(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c, err := svc.Get(chi.URLParam(r, "context_id"))
+		c, err := svc.SandboxContext(chi.URLParam(r, "sandbox_id"), chi.URLParam(r, "context_id"))
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -94,9 +98,15 @@ func handleAgentRunGet(log *slog.Logger, svc contextService) http.HandlerFunc {
 	}
 }
 
+// handleAgentRunDelete shuts the context's kernel down; the sandbox and
+// its other contexts go on.
 func handleAgentRunDelete(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if err := svc.Delete(r.Context(), chi.URLParam(r, "context_id")); err != nil {
+		c, err := svc.SandboxContext(chi.URLParam(r, "sandbox_id"), chi.URLParam(r, "context_id"))
+		if err == nil {
+			err = svc.Delete(r.Context(), c.ID)
+		}
+		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
@@ -123,9 +133,9 @@ type agentRunExecuteRequest struct {
 	Timeout   *float64 `json:"timeout"`
 }
 
-// validate checks all that Execute would refuse before a context is made
-// for the request: a context that its client never hears of would be left
-// behind. The language is Create's to refuse, before it makes anything.
+// validate checks all that Execute would refuse before a sandbox's
+// default context is made for the request. The language is Create's to
+// refuse, before it makes anything.
 func (req *agentRunExecuteRequest) validate(b bounds) error {
 	if req.Code == nil {
 		return required("code")
@@ -133,9 +143,10 @@ func (req *agentRunExecuteRequest) validate(b bounds) error {
 	return checkTimeout(req.Timeout, b)
 }
 
-// handleAgentRunExecute runs code in the context the request names, else in
-// the one the sandbox id names, else in a new one of the request's
-// language, and answers with the context's id and the results in order.
+// handleAgentRunExecute runs code in the sandbox's context that the path
+// or the request names, else in the sandbox's default context of the
+// request's language, and answers with the context's id and the results
+// in order.
 func handleAgentRunExecute(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req agentRunExecuteRequest
@@ -143,30 +154,27 @@ func handleAgentRunExecute(log *slog.Logger, svc contextService) http.HandlerFun
 			writeError(w, r, log, err)
 			return
 		}
-		id := req.ContextID
+		sandboxID, id := chi.URLParam(r, "sandbox_id"), chi.URLParam(r, "context_id")
 		if id == "" {
-			if _, err := svc.Get(chi.URLParam(r, "sandbox_id")); err == nil {
-				id = chi.URLParam(r, "sandbox_id")
-			}
+			id = req.ContextID
 		}
-		created := false
-		if id == "" {
-			c, err := svc.Create(r.Context(), contexts.CreateRequest{Language: req.Language})
-			if err != nil {
-				writeError(w, r, log, err)
-				return
-			}
-			id, created = c.ID, true
+		var c contexts.Info
+		var err error
+		if id != "" {
+			c, err = svc.SandboxContext(sandboxID, id)
+		} else {
+			c, err = svc.DefaultContext(r.Context(), sandboxID, req.Language)
 		}
-		e, err := svc.Execute(r.Context(), id, contexts.ExecuteRequest{Code: *req.Code, Timeout: duration(req.Timeout)})
 		if err != nil {
-			if created {
-				svc.Delete(context.WithoutCancel(r.Context()), id)
-			}
 			writeError(w, r, log, err)
 			return
 		}
-		encode(w, http.StatusOK, map[string]any{"contextId": id, "results": agentRunResults(e)})
+		e, err := svc.Execute(r.Context(), c.ID, contexts.ExecuteRequest{Code: *req.Code, Timeout: duration(req.Timeout)})
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		encode(w, http.StatusOK, map[string]any{"contextId": c.ID, "results": agentRunResults(e)})
 	}
 }
 
@@ -202,18 +210,20 @@ func agentRunResults(e contexts.Execution) []agentRunResult {
 // ones go through /api/v1/contexts/{id}/files, which streams.
 const agentRunFileLimit = 10 << 20
 
-// agentRunContextOf returns the context the sandbox id names: files and
-// processes belong to a sandbox in AgentRun, and to a context here.
+// agentRunContextOf returns where the files and processes routes act:
+// the sandbox the id names (or the context, whose id stands for its
+// container), as its id and the dir their paths are relative to.
 func agentRunContextOf(r *http.Request, svc contextService) (contexts.Info, error) {
-	c, err := svc.Get(chi.URLParam(r, "sandbox_id"))
-	if err != nil {
-		return c, contexts.Errorf(contexts.CodeNotFound, "Context not found: for files and processes, the sandbox id must be a context id")
+	id := chi.URLParam(r, "sandbox_id")
+	workDir, err := svc.WorkingDir(id)
+	if contexts.Code(err) == contexts.CodeNotFound {
+		err = contexts.Errorf(contexts.CodeSandboxNotFound, "Sandbox not found")
 	}
-	return c, nil
+	return contexts.Info{ID: id, WorkingDir: workDir}, err
 }
 
-// agentRunPath makes an AgentRun path relative to the context's working
-// dir: the SDKs' home, /home/user, stands for it, as for cwd.
+// agentRunPath makes an AgentRun path relative to the working dir: the
+// SDKs' home, /home/user, stands for it, as for cwd.
 func agentRunPath(p, workDir string) string {
 	for _, root := range []string{agentRunHome, workDir} {
 		if p == root {
@@ -260,12 +270,18 @@ func handleAgentRunReadFile(log *slog.Logger, svc contextService) http.HandlerFu
 func handleAgentRunWriteFile(log *slog.Logger, svc contextService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
-			Path     string `json:"path"`
-			Content  string `json:"content"`
-			Encoding string `json:"encoding"`
+			Path      string `json:"path"`
+			Content   string `json:"content"`
+			Encoding  string `json:"encoding"`
+			Mode      string `json:"mode"`
+			CreateDir *bool  `json:"createDir"`
 		}
 		if err := decode(r, &req); err != nil {
 			writeError(w, r, log, err)
+			return
+		}
+		if req.Mode != "" && !modePattern.MatchString(req.Mode) {
+			writeError(w, r, log, contexts.Errorf(contexts.CodeInvalid, "mode %q is not an octal permission mode such as 644", req.Mode))
 			return
 		}
 		content := []byte(req.Content)
@@ -286,7 +302,7 @@ func handleAgentRunWriteFile(log *slog.Logger, svc contextService) http.HandlerF
 			writeError(w, r, log, err)
 			return
 		}
-		info, err := svc.WriteFile(r.Context(), c.ID, agentRunPath(req.Path, c.WorkingDir), bytes.NewReader(content))
+		info, err := agentRunWrite(r.Context(), svc, c, req.Path, bytes.NewReader(content), req.Mode, req.CreateDir == nil || *req.CreateDir)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -301,8 +317,7 @@ type agentRunCmdRequest struct {
 	Timeout *float64 `json:"timeout"`
 }
 
-// validate leaves the cwd to RunCommand, which knows the context's working
-// dir.
+// validate leaves the cwd to RunCommand, which knows the working dir.
 func (req *agentRunCmdRequest) validate(b bounds) error {
 	if err := checkCommand(req.Command); err != nil {
 		return err

@@ -38,15 +38,20 @@ const uploadReadTimeout = time.Hour
 
 // addFileRoutes adds the routes of files and commands below a context.
 func addFileRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
-	maxUpload := cfg.MaxUploadBytes
-	if maxUpload <= 0 {
-		maxUpload = DefaultMaxUpload
-	}
+	maxUpload := uploadLimit(cfg)
 	r.Get("/files", handleListFiles(log, svc))
 	r.Get("/files/*", handleGetFile(log, svc))
 	r.Put("/files/*", handlePutFile(log, svc, maxUpload))
 	r.Delete("/files/*", handleDeleteFile(log, svc))
 	r.Post("/commands", handleCommand(log, svc))
+}
+
+// uploadLimit is the cap on uploads cfg sets.
+func uploadLimit(cfg Config) int64 {
+	if cfg.MaxUploadBytes <= 0 {
+		return DefaultMaxUpload
+	}
+	return cfg.MaxUploadBytes
 }
 
 // uploadPath matches the requests handlePutFile serves, which limitBody
@@ -55,7 +60,8 @@ var uploadPath = regexp.MustCompile(`^/api/v1/contexts/[^/]+/files/`)
 
 // isUpload reports whether r uploads a file.
 func isUpload(r *http.Request) bool {
-	return r.Method == http.MethodPut && uploadPath.MatchString(r.URL.Path)
+	return r.Method == http.MethodPut && uploadPath.MatchString(r.URL.Path) ||
+		r.Method == http.MethodPost && agentRunUploadPath.MatchString(r.URL.Path)
 }
 
 type fileJSON struct {

@@ -87,6 +87,7 @@ type createContextRequest struct {
 	WorkingDir  string            `json:"working_dir"`
 	Env         map[string]string `json:"env"`
 	Network     bool              `json:"network"`
+	SandboxID   string            `json:"sandbox_id"`
 }
 
 // validate leaves the type, language and network to Create, which knows
@@ -110,6 +111,7 @@ type contextResponse struct {
 	ExecutionCount int    `json:"execution_count"`
 	Restarts       int    `json:"restarts"`
 	Network        bool   `json:"network"`
+	SandboxID      string `json:"sandbox_id,omitempty"`
 }
 
 func newContextResponse(c contexts.Info) contextResponse {
@@ -125,6 +127,7 @@ func newContextResponse(c contexts.Info) contextResponse {
 		ExecutionCount: c.ExecutionCount,
 		Restarts:       c.Restarts,
 		Network:        c.Network,
+		SandboxID:      c.SandboxID,
 	}
 }
 
@@ -142,6 +145,7 @@ func handleCreateContext(log *slog.Logger, svc contextService) http.HandlerFunc 
 			WorkingDir:  req.WorkingDir,
 			Env:         req.Env,
 			Network:     req.Network,
+			SandboxID:   req.SandboxID,
 		})
 		if err != nil {
 			writeError(w, r, log, err)

@@ -38,6 +38,9 @@ type fakeService struct {
 	history   func(id string, before int64, limit int) (contexts.HistoryPage, error)
 	events    chan contexts.Event
 	fakeFiles // the file and command methods, in files_test.go
+	// The AgentRun file system and process methods: nil, as they are
+	// tested end to end, in cmd/sandboxd.
+	agentRunService
 
 	mu         sync.Mutex
 	creates    []contexts.CreateRequest

@@ -30,7 +30,9 @@ type contextService interface {
 	Languages(ctx context.Context) ([]contexts.LanguageStatus, error)
 	Pools() []contexts.PoolStatus
 	fileService
+	agentRunService
 	historyService
+	sandboxService
 }
 
 // Config tunes the handler.
@@ -81,16 +83,29 @@ func addRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
 	r.Get("/api/v1/languages", handleListLanguages(log, svc))
 	r.Get("/api/v1/pool", handlePool(svc))
 	r.Get("/api/v1/events", handleEvents(log, svc))
-	r.Route("/sandboxes/{sandbox_id}/contexts", func(r chi.Router) {
-		r.Post("/", handleAgentRunCreate(log, svc))
-		r.Get("/", handleAgentRunList(svc))
+	r.Get("/templates", handleListTemplates(log, svc))
+	r.Get("/templates/{template_name}", handleGetTemplate(log, svc))
+	r.Post("/sandboxes", handleCreateSandbox(log, svc))
+	r.Get("/sandboxes", handleListSandboxes(svc))
+	r.Route("/sandboxes/{sandbox_id}", func(r chi.Router) {
+		r.Get("/", handleGetSandbox(log, svc))
+		r.Delete("/", handleDeleteSandbox(log, svc))
+		r.Post("/stop", handleStopSandbox(log, svc))
+		r.Get("/health", handleSandboxHealth(log, svc))
 		r.Post("/execute", handleAgentRunExecute(log, svc))
-		r.Get("/{context_id}", handleAgentRunGet(log, svc))
-		r.Delete("/{context_id}", handleAgentRunDelete(log, svc))
+		r.Route("/contexts", func(r chi.Router) {
+			r.Post("/", handleAgentRunCreate(log, svc))
+			r.Get("/", handleAgentRunList(log, svc))
+			r.Post("/execute", handleAgentRunExecute(log, svc))
+			r.Get("/{context_id}", handleAgentRunGet(log, svc))
+			r.Delete("/{context_id}", handleAgentRunDelete(log, svc))
+			r.Post("/{context_id}/execute", handleAgentRunExecute(log, svc))
+		})
+		r.Get("/files", handleAgentRunReadFile(log, svc))
+		r.Post("/files", handleAgentRunWriteFile(log, svc))
+		r.Post("/processes/cmd", handleAgentRunCmd(log, svc))
 	})
-	r.Get("/sandboxes/{sandbox_id}/files", handleAgentRunReadFile(log, svc))
-	r.Post("/sandboxes/{sandbox_id}/files", handleAgentRunWriteFile(log, svc))
-	r.Post("/sandboxes/{sandbox_id}/processes/cmd", handleAgentRunCmd(log, svc))
+	addAgentRunDataRoutes(r, log, svc, cfg)
 	if cfg.MCP != nil {
 		// The methods of MCP's streamable HTTP transport; others get our 405.
 		r.Post("/mcp", cfg.MCP.ServeHTTP)

@@ -165,7 +165,7 @@ func TestRouteTableMatchesSpec(t *testing.T) {
 		t.Fatalf("NewHandler returned %T, not a chi.Routes", h)
 	}
 	inScope := func(path string) bool {
-		return path == "/health" || path == "/readyz" || path == "/mcp" || strings.HasPrefix(path, "/api/") || strings.HasPrefix(path, "/sandboxes/")
+		return path == "/health" || path == "/readyz" || path == "/mcp" || strings.HasPrefix(path, "/api/") || strings.HasPrefix(path, "/sandboxes") || strings.HasPrefix(path, "/templates")
 	}
 
 	var routed []string

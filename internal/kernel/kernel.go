@@ -499,6 +499,14 @@ func (k *Kernel) waitInfo(ctx context.Context) error {
 	}
 }
 
+// Shutdown stops the kernel on its server, which goes on serving others,
+// and closes the connection.
+func (k *Kernel) Shutdown(ctx context.Context) error {
+	err := k.server.ShutdownKernel(ctx, k.id)
+	k.Close()
+	return err
+}
+
 // Close closes the websocket and fails what is still running. It does not
 // stop the kernel: the kernel goes with its container.
 func (k *Kernel) Close() error {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 )
@@ -101,6 +102,30 @@ func (s *Server) Kernels(ctx context.Context) ([]KernelModel, error) {
 		return nil, fmt.Errorf("list kernels: %w", err)
 	}
 	return models, nil
+}
+
+// KernelSpecs returns the names of the kernelspecs the server can start.
+func (s *Server) KernelSpecs(ctx context.Context) ([]string, error) {
+	var specs struct {
+		Kernelspecs map[string]json.RawMessage `json:"kernelspecs"`
+	}
+	if err := s.do(ctx, http.MethodGet, "/api/kernelspecs", nil, &specs); err != nil {
+		return nil, fmt.Errorf("list kernelspecs: %w", err)
+	}
+	names := make([]string, 0, len(specs.Kernelspecs))
+	for name := range specs.Kernelspecs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// ShutdownKernel stops the kernel and forgets it; the server goes on.
+func (s *Server) ShutdownKernel(ctx context.Context, kernelID string) error {
+	if err := s.do(ctx, http.MethodDelete, "/api/kernels/"+kernelID, nil, nil); err != nil {
+		return fmt.Errorf("shut down kernel: %w", err)
+	}
+	return nil
 }
 
 // Interrupt sends the kernel an interrupt (SIGINT). It hits whatever the

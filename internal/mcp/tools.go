@@ -33,7 +33,7 @@ type tools struct {
 }
 
 type createContextInput struct {
-	Language   string            `json:"language,omitempty" jsonschema:"kernel language: python (the default), r or bash"`
+	Language   string            `json:"language,omitempty" jsonschema:"kernel language: python (the default), r, bash or javascript (also nodejs or js)"`
 	Name       string            `json:"name,omitempty" jsonschema:"session name: a label of your choice, shown by list_contexts"`
 	WorkingDir string            `json:"working_dir,omitempty" jsonschema:"working directory of the kernel, an absolute path (default /workspace)"`
 	Env        map[string]string `json:"env,omitempty" jsonschema:"environment variables for the kernel and every process it starts"`

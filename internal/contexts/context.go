@@ -46,17 +46,27 @@ type Info struct {
 	Pooled bool
 	// Network is true when the context can reach the public internet.
 	Network bool
+	// SandboxID names the sandbox whose container the context's kernel
+	// runs in; "" for a context with a container of its own.
+	SandboxID string
 }
 
-// sandbox is one live context.
-type sandbox struct {
+// liveContext is one live context: a kernel, in its own container or in a
+// sandbox's.
+type liveContext struct {
 	info   Info // the fields that never change
 	lang   Language
 	env    map[string]string
 	inst   Instance
 	token  string // its Jupyter server's
 	kernel Kernel
-	hist   *history // set before the context is listed
+	// kernelID is the kernel's id on its server, kept across restarts of
+	// the daemon to find it again among the sandbox's others.
+	kernelID string
+	// sb is the sandbox whose container it shares; nil when the container
+	// is its own. inst, token and stopped are then the sandbox's.
+	sb   *sandbox
+	hist *history // set before the context is listed
 	// turn admits one execution at a time; blocked senders on a channel are
 	// served in arrival order.
 	turn chan struct{}
@@ -78,7 +88,7 @@ type sandbox struct {
 	unprepared bool
 }
 
-func (s *sandbox) snapshot() Info {
+func (s *liveContext) snapshot() Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := s.info
@@ -92,14 +102,14 @@ func (s *sandbox) snapshot() Info {
 // to moves s to st, unless s is dead: a context whose container stopped
 // stays dead, whatever its kernel connection reports after. Every change
 // of status but the first goes through it. The caller holds s.mu.
-func (s *sandbox) to(st Status) {
+func (s *liveContext) to(st Status) {
 	if s.status != StatusDead {
 		s.status = st
 	}
 }
 
 // busy records that an execution started.
-func (s *sandbox) busy() {
+func (s *liveContext) busy() {
 	s.mu.Lock()
 	s.to(StatusBusy)
 	s.mu.Unlock()
@@ -108,7 +118,7 @@ func (s *sandbox) busy() {
 // executed records that an execution ended: it is activity, and a busy
 // context is active again. One whose kernel restarted meanwhile stays
 // restarting until it is prepared.
-func (s *sandbox) executed() {
+func (s *liveContext) executed() {
 	s.mu.Lock()
 	if s.status == StatusBusy {
 		s.to(StatusActive)
@@ -120,7 +130,7 @@ func (s *sandbox) executed() {
 
 // kernelRestarted records a restart: the kernel lost its state and needs
 // preparing again.
-func (s *sandbox) kernelRestarted() {
+func (s *liveContext) kernelRestarted() {
 	s.mu.Lock()
 	s.restarts++
 	s.unprepared = true
@@ -129,19 +139,19 @@ func (s *sandbox) kernelRestarted() {
 }
 
 // died records that s's container is no longer running, and reports
-// whether s had been removed, which stops it on purpose.
-func (s *sandbox) died() (removed bool) {
+// whether s had been removed, which stops it on purpose. Whoever watches
+// the container closes stopped.
+func (s *liveContext) died() (removed bool) {
 	s.mu.Lock()
 	removed = s.removed
 	s.to(StatusDead)
 	s.mu.Unlock()
-	close(s.stopped)
 	return removed
 }
 
 // adopted makes s, taken over from a previous run, active with k as its
 // kernel; false when s was removed meanwhile.
-func (s *sandbox) adopted(k Kernel) bool {
+func (s *liveContext) adopted(k Kernel) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.removed {
@@ -155,7 +165,7 @@ func (s *sandbox) adopted(k Kernel) bool {
 // markRemoved records that s is being removed, so that its end is expected
 // and no execution waiting for its turn runs, and returns its kernel: nil
 // while it is being taken over, since adopted sets it under s.mu.
-func (s *sandbox) markRemoved() Kernel {
+func (s *liveContext) markRemoved() Kernel {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.removed = true
@@ -163,20 +173,22 @@ func (s *sandbox) markRemoved() Kernel {
 }
 
 // watch marks s dead when its instance stops.
-func (m *Manager) watch(s *sandbox) {
+func (m *Manager) watch(s *liveContext) {
 	m.rt.Watch(s.inst, func(exit string) { m.markDead(s, exit) })
 }
 
 // markDead records that s's container is no longer running.
-func (m *Manager) markDead(s *sandbox, exit string) {
-	if !s.died() {
+func (m *Manager) markDead(s *liveContext, exit string) {
+	removed := s.died()
+	close(s.stopped)
+	if !removed {
 		m.log.Warn("context container stopped", "context_id", s.info.ID, "instance", s.inst.ID, "exit", exit)
 	}
 }
 
 // takeTurn waits until s is free, in arrival order, and returns the function
 // that frees it again.
-func (s *sandbox) takeTurn(ctx context.Context) (release func(), err error) {
+func (s *liveContext) takeTurn(ctx context.Context) (release func(), err error) {
 	select {
 	case s.turn <- struct{}{}:
 	case <-ctx.Done():
@@ -202,7 +214,7 @@ func (s *sandbox) takeTurn(ctx context.Context) (release func(), err error) {
 
 // prepare gives the kernel its working dir and env, when a restart took
 // them. The caller holds the turn.
-func (s *sandbox) prepare(ctx context.Context) error {
+func (s *liveContext) prepare(ctx context.Context) error {
 	s.mu.Lock()
 	needed := s.unprepared
 	s.mu.Unlock()
@@ -225,7 +237,7 @@ func (s *sandbox) prepare(ctx context.Context) error {
 }
 
 // run executes sandboxd's own code silently and fails if it did not succeed.
-func (s *sandbox) run(ctx context.Context, code string) error {
+func (s *liveContext) run(ctx context.Context, code string) error {
 	res, err := s.kernel.Execute(ctx, kernel.Request{Code: code, Timeout: 30 * time.Second, Silent: true})
 	if err != nil {
 		return err

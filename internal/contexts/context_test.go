@@ -5,7 +5,7 @@ import "testing"
 // An execution makes a context busy and then active again; a restart
 // meanwhile leaves it restarting.
 func TestStatusOfAnExecution(t *testing.T) {
-	s := &sandbox{status: StatusActive}
+	s := &liveContext{status: StatusActive}
 	s.busy()
 	if s.status != StatusBusy {
 		t.Fatalf("after busy: %s", s.status)
@@ -25,14 +25,9 @@ func TestStatusOfAnExecution(t *testing.T) {
 // Dead is final: nothing that happens to the kernel after brings the
 // context back.
 func TestDeadIsFinal(t *testing.T) {
-	s := &sandbox{status: StatusActive, stopped: make(chan struct{})}
+	s := &liveContext{status: StatusActive}
 	if removed := s.died(); removed {
 		t.Error("died reports a removal that did not happen")
-	}
-	select {
-	case <-s.stopped:
-	default:
-		t.Error("stopped is still open")
 	}
 	for name, change := range map[string]func(){
 		"busy":            s.busy,
