@@ -5,6 +5,7 @@
 //
 //	sandboxd-bench [--url http://127.0.0.1:8080] [--socket-dir /run/sandboxd] [--json]
 //	               [--calls 300] [--parallel 8] [--duration 20s] [--burst 20]
+//	sandboxd-bench --oneshot [--url …] [--calls 300] [--oneshot-clients 4] [--oneshot-duration 1m] [--dify-key KEY]
 //
 // It prints progress to stderr and the results to stdout, as a table or,
 // with --json, as one JSON object so that runs can be compared. Everything
@@ -48,6 +49,11 @@ type config struct {
 	Parallel  int
 	Duration  time.Duration
 	Burst     int
+	// OneShot measures one-shot runs instead of contexts.
+	OneShot         bool
+	OneShotClients  int
+	OneShotDuration time.Duration
+	APIKey          string
 }
 
 func parseConfig(args []string, stderr io.Writer) (config, error) {
@@ -61,14 +67,18 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.Parallel, "parallel", 8, "contexts executing at once for throughput")
 	fs.DurationVar(&c.Duration, "duration", 20*time.Second, "how long each throughput run lasts")
 	fs.IntVar(&c.Burst, "burst", 20, "contexts created back to back in the burst")
+	fs.BoolVar(&c.OneShot, "oneshot", false, "measure one-shot runs instead (RAGFlow's /run and Dify's /v1/sandbox/run): their latency against the same code's execute in a context that exists, over --calls each, then --oneshot-clients running back to back for --oneshot-duration")
+	fs.IntVar(&c.OneShotClients, "oneshot-clients", 4, "clients running one-shot runs back to back")
+	fs.DurationVar(&c.OneShotDuration, "oneshot-duration", time.Minute, "how long the clients run one-shot runs")
+	fs.StringVar(&c.APIKey, "dify-key", "", "X-Api-Key sent with Dify's runs")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	switch {
 	case fs.NArg() > 0:
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
-	case c.Calls < 1, c.Parallel < 1, c.Burst < 1:
-		return c, errors.New("--calls, --parallel and --burst must be at least 1")
+	case c.Calls < 1, c.Parallel < 1, c.Burst < 1, c.OneShotClients < 1:
+		return c, errors.New("--calls, --parallel, --burst and --oneshot-clients must be at least 1")
 	case c.Duration <= 0:
 		return c, errors.New("--duration must be positive")
 	}
@@ -80,10 +90,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	counter := &countingTransport{base: newTransport(cfg.Parallel)}
+	counter := &countingTransport{base: newTransport(max(cfg.Parallel, cfg.OneShotClients))}
+	httpClient := &http.Client{Transport: counter}
 	b := &bench{
 		cfg:     cfg,
-		api:     client.New(cfg.URL, client.WithHTTPClient(&http.Client{Transport: counter})),
+		api:     client.New(cfg.URL, client.WithHTTPClient(httpClient)),
+		http:    httpClient,
 		bytes:   counter,
 		stderr:  stderr,
 		session: "sandboxd-bench-" + uuid.NewString()[:8],
@@ -96,6 +108,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer rt.Close()
 	}
 
+	if cfg.OneShot {
+		rep, err := b.runOneShot(ctx)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		if cerr := b.cleanup(cctx); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))
+		}
+		if err != nil {
+			return err
+		}
+		if cfg.JSON {
+			return rep.writeJSON(stdout)
+		}
+		return rep.writeTable(stdout)
+	}
 	rep, err := b.run(ctx)
 	// Clean up even after Ctrl-C: ctx is done then, so use one of our own.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
@@ -116,6 +143,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 type bench struct {
 	cfg     config
 	api     *client.Client
+	http    *http.Client
 	bytes   *countingTransport
 	stderr  io.Writer
 	session string // session_name of every context we create, to find strays

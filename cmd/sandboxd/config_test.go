@@ -126,3 +126,34 @@ func TestLogOutputFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestRunnersFlag(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		env  string
+		want string
+		bad  bool
+	}{
+		{want: "javascript=1,python=2"},
+		{args: []string{"--runners", "python=4"}, want: "python=4"},
+		{args: []string{"--runners", "none"}, want: ""},
+		{env: "python=1,javascript=0", want: "javascript=0,python=1"},
+		{args: []string{"--runners", "python"}, bad: true},
+		{args: []string{"--runners", "python=-1"}, bad: true},
+		{args: []string{"--run-timeout", "0s"}, bad: true},
+	} {
+		getenv := func(k string) string {
+			if k == "SANDBOXD_RUNNERS" {
+				return tt.env
+			}
+			return ""
+		}
+		c, err := parseConfig(tt.args, getenv, io.Discard)
+		switch {
+		case tt.bad && err == nil:
+			t.Errorf("%v %q: no error, runners %v", tt.args, tt.env, c.Runners.String())
+		case !tt.bad && (err != nil || c.Runners.String() != tt.want):
+			t.Errorf("%v %q: %q %v, want %q", tt.args, tt.env, c.Runners.String(), err, tt.want)
+		}
+	}
+}

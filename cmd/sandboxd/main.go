@@ -31,6 +31,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/egress"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/mcp"
+	"github.com/sandboxd/sandboxd/internal/oneshot"
 )
 
 func main() {
@@ -89,10 +90,20 @@ type config struct {
 	HistoryEntries int
 	HistoryBytes   byteSize
 	MCPSessions    mcp.SessionLimits
+	Runners        poolSizes
+	RunTimeout     time.Duration
+	RunnerWait     time.Duration
 	LogFormat      string
 	LogOutput      string
 	LogLevel       slog.Level
 }
+
+// Bounds on the artifacts of one one-shot run, as RAGFlow's executor
+// manager has them.
+const (
+	maxArtifacts     = 10
+	maxArtifactBytes = 10 << 20
+)
 
 // byteSize is a flag value such as 1g or 512m.
 type byteSize int64
@@ -147,6 +158,10 @@ func (p *poolSizes) String() string {
 
 func (p *poolSizes) Set(s string) error {
 	sizes := poolSizes{}
+	if s == "none" {
+		*p = sizes
+		return nil
+	}
 	for _, part := range strings.Split(s, ",") {
 		if part = strings.TrimSpace(part); part == "" {
 			continue
@@ -224,7 +239,7 @@ func (p *prefixList) Set(s string) error {
 // parseConfig reads flags, then fills every flag not given from its
 // environment variable: --max-timeout from SANDBOXD_MAX_TIMEOUT, and so on.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{EgressPorts: portList(egress.DefaultPorts), WorkspaceSize: -1, Memory: 1 << 30, TmpSize: 256 << 20, MaxFileSize: 1 << 30, MaxOutput: 10 << 20, MaxBody: 10 << 20, HistoryBytes: contexts.DefaultHistoryBytes, Pool: poolSizes{"python": 2}}
+	c := config{EgressPorts: portList(egress.DefaultPorts), WorkspaceSize: -1, Memory: 1 << 30, TmpSize: 256 << 20, MaxFileSize: 1 << 30, MaxOutput: 10 << 20, MaxBody: 10 << 20, HistoryBytes: contexts.DefaultHistoryBytes, Pool: poolSizes{"python": 2}, Runners: poolSizes{"python": 2, "javascript": 1}}
 	fs := flag.NewFlagSet("sandboxd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address to serve HTTP on")
@@ -271,6 +286,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Var(&c.HistoryBytes, "history-bytes", "cap on each context's history, its entries' texts and results together; one larger entry is cut to fit")
 	fs.IntVar(&c.MCPSessions.Max, "mcp-max-sessions", 256, "most MCP sessions kept at once on /mcp; more are refused with 429; 0 is no limit")
 	fs.DurationVar(&c.MCPSessions.Idle, "mcp-session-idle", 30*time.Minute, "end an MCP session after this long without a request; 0 keeps it until the client ends it")
+	fs.Var(&c.Runners, "runners", "warm runner containers to keep per language for one-shot runs (RAGFlow's /run, Dify's /v1/sandbox/run), as python=2,javascript=1: as many runs of a language run at once; none turns those routes off")
+	fs.DurationVar(&c.RunTimeout, "run-timeout", 10*time.Second, "timeout of a one-shot run (RAGFlow and Dify send none)")
+	fs.DurationVar(&c.RunnerWait, "runner-wait", 30*time.Second, "how long a one-shot run waits for a free runner before it is refused as busy")
 	fs.BoolVar(&c.KeepContexts, "keep-contexts", false, "on SIGTERM, leave contexts running for the next run to take over, instead of removing them")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening on a non-loopback address without auth")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
@@ -309,6 +327,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, errors.New("--egress-max-conns must be at least 1")
 	case c.HistoryEntries < 1 || c.HistoryBytes < 1:
 		return c, errors.New("--history-entries and --history-bytes must be at least 1")
+	case c.RunTimeout <= 0 || c.RunnerWait < 0:
+		return c, errors.New("--run-timeout must be positive and --runner-wait not negative")
 	case len(c.EgressPorts) == 0:
 		return c, errors.New("--egress-ports must name a port; leave out --allow-egress to give contexts no network")
 	}
@@ -461,6 +481,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cancel()
 	mgr.Start()
+	runners, err := oneshot.New(oneshot.Config{
+		Runtime:   rt,
+		Languages: langs,
+		Sizes:     cfg.Runners,
+		Limits:    oneshot.Limits{MaxOutput: int(cfg.MaxOutput), MaxArtifacts: maxArtifacts, MaxArtifactBytes: maxArtifactBytes, MaxResultBytes: int(cfg.MaxOutput)},
+		Wait:      cfg.RunnerWait,
+		Log:       log,
+	})
+	if err != nil {
+		mgr.Close()
+		return fmt.Errorf("--runners: %w", err)
+	}
+	// After Recover: it removes the runners a previous run left.
+	runners.Start()
+	var oneShot httpapi.Config
+	if runners.Any() {
+		oneShot.OneShot, oneShot.OneShotTimeout = runners, cfg.RunTimeout
+	}
 	// Requests run under base, which ends after the graceful shutdown:
 	// Shutdown does not wait for websockets, so they are told this way.
 	base, endBase := context.WithCancel(context.Background())
@@ -475,6 +513,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Auth:           auth,
 			AllowedHosts:   strings.Split(cfg.AllowedHosts, ","),
 			MCP:            mcpHandler,
+			OneShot:        oneShot.OneShot,
+			OneShotTimeout: oneShot.OneShotTimeout,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
@@ -490,6 +530,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	select {
 	case err := <-serveErr:
+		runners.Close()
 		mgr.Close()
 		return err
 	case <-ctx.Done():
@@ -499,6 +540,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer scancel()
 	shutdownErr := srv.Shutdown(sctx)
 	endBase()
+	// Runners hold nothing worth keeping: they go in any case.
+	if err := runners.Close(); err != nil {
+		log.Warn("could not remove every one-shot runner", "error", err)
+	}
 	if cfg.KeepContexts {
 		log.Info("leaving contexts running for the next run")
 		mgr.Detach()

@@ -64,7 +64,8 @@ func startDaemon(tb testing.TB, args ...string) *daemon {
 	})
 	addr := freeAddr(tb)
 	d.url = "http://" + addr
-	args = slices.Concat([]string{"--listen", addr, "--name", d.owner, "--socket-dir", d.socketDir, "--workspace-dir", tb.TempDir(), "--image", testenv.KernelImage(), "--log-level", "warn"}, testenv.DaemonArgs(), args)
+	// No one-shot runners unless the test asks: they are containers too.
+	args = slices.Concat([]string{"--listen", addr, "--name", d.owner, "--socket-dir", d.socketDir, "--workspace-dir", tb.TempDir(), "--image", testenv.KernelImage(), "--log-level", "warn", "--runners", "none"}, testenv.DaemonArgs(), args)
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stop = cancel
 	go func() { d.done <- run(ctx, args, func(string) string { return "" }, io.Discard, os.Stderr) }()

@@ -112,6 +112,9 @@ func (m *Manager) Recover(ctx context.Context) error {
 // recovering lists inst's context, from its record, as one being taken
 // over, or says why it cannot be. It counts against MaxContexts.
 func (m *Manager) recovering(inst Instance) (*liveContext, error) {
+	if role := inst.Labels[LabelRole]; role != "" {
+		return nil, fmt.Errorf("a %s, not a context", role)
+	}
 	if !inst.Running {
 		return nil, errors.New("not running")
 	}

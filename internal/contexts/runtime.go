@@ -12,7 +12,14 @@ type Spec struct {
 	Token     string // the Jupyter server's token
 	// Labels describe the context on its instance, so it can be found again.
 	Labels map[string]string
+	// Cmd, when set, replaces what the image runs (its Jupyter server) as
+	// the instance's first process: for instances that are not contexts.
+	Cmd []string
 }
+
+// LabelRole marks an instance that is not a context, with what it is, so
+// that recovery never takes it for one.
+const LabelRole = "sandboxd.role"
 
 // Instance is where a context's Jupyter server and kernel run: a
 // container, a pod.

@@ -271,10 +271,11 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: name,
 		Config: &container.Config{
-			Image:  spec.Image,
-			User:   contexts.ContextUser, // an image without USER would run as root
-			Env:    []string{"JUPYTER_TOKEN=" + spec.Token},
-			Labels: labels,
+			Image:      spec.Image,
+			User:       contexts.ContextUser, // an image without USER would run as root
+			Entrypoint: spec.Cmd,             // nil keeps the image's
+			Env:        []string{"JUPYTER_TOKEN=" + spec.Token},
+			Labels:     labels,
 		},
 		HostConfig: &container.HostConfig{
 			NetworkMode:    container.NetworkMode(r.cfg.Network),

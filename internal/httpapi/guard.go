@@ -37,7 +37,10 @@ func (a Auth) allows(r *http.Request) bool {
 	h := r.Header.Get("Authorization")
 	var given string
 	var accepted []string
-	if key, ok := strings.CutPrefix(h, "Bearer "); ok {
+	if key := r.Header.Get("X-Api-Key"); key != "" && difyRoute(r) {
+		// Dify sends its CODE_EXECUTION_API_KEY so.
+		given, accepted = key, a.APIKeys
+	} else if key, ok := strings.CutPrefix(h, "Bearer "); ok {
 		given, accepted = key, a.APIKeys
 	} else if user, pass, ok := r.BasicAuth(); ok {
 		given, accepted = user+":"+pass, a.Basic
@@ -81,6 +84,11 @@ func guard(log *slog.Logger, auth Auth, allowedHosts []string) func(http.Handler
 			}
 			if auth.Enabled() {
 				if !auth.allows(r) && !consoleFile(r) {
+					if difyRoute(r) {
+						// As dify-sandbox answers a wrong key: 401, no body.
+						w.WriteHeader(http.StatusUnauthorized)
+						return
+					}
 					w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxd"`)
 					if len(auth.Basic) > 0 {
 						w.Header().Add("WWW-Authenticate", `Basic realm="sandboxd"`)
@@ -95,6 +103,11 @@ func guard(log *slog.Logger, auth Auth, allowedHosts []string) func(http.Handler
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// difyRoute reports whether r is for one of dify-sandbox's routes.
+func difyRoute(r *http.Request) bool {
+	return strings.HasPrefix(r.URL.Path, difyPrefix+"/")
 }
 
 // consoleFile reports whether r reads one of the console's static files.

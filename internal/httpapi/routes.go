@@ -51,6 +51,10 @@ type Config struct {
 	// MCP, when not nil, serves MCP's streamable HTTP transport at /mcp,
 	// behind the same auth and Host checks as the rest of the API.
 	MCP http.Handler
+	// OneShot, when not nil, serves the routes of RAGFlow's executor
+	// manager and of Dify's sandbox, whose runs take OneShotTimeout.
+	OneShot        oneShotService
+	OneShotTimeout time.Duration
 }
 
 // NewHandler returns the whole HTTP API.
@@ -107,6 +111,9 @@ func addRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
 		r.Post("/mcp", cfg.MCP.ServeHTTP)
 		r.Get("/mcp", cfg.MCP.ServeHTTP)
 		r.Delete("/mcp", cfg.MCP.ServeHTTP)
+	}
+	if cfg.OneShot != nil {
+		addOneShotRoutes(r, log, cfg.OneShot, cfg.OneShotTimeout)
 	}
 	r.Route("/api/v1/contexts", func(r chi.Router) {
 		r.Post("/", handleCreateContext(log, svc))

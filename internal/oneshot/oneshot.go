@@ -1,0 +1,584 @@
+// Package oneshot runs code once, statelessly, for the code executors of
+// RAGFlow and Dify: each run is a fresh interpreter process in a warm
+// "runner" container, and the runner is made clean again before the answer
+// goes out, or removed.
+//
+// A runner is a container of a language's kernel image that runs no
+// Jupyter server: its first process is spawner.py, which code can neither
+// signal (it is PID 1) nor trace nor read (it is not dumpable). A run is
+// runner.sh, started by the spawner over the runner's socket, or by an
+// exec where the transport has no socket (exec): it starts the
+// interpreter in /workspace with the code on stdin under a timeout, kills
+// every process of the user (kill -1: the detached ones too), sends the
+// result and the artifacts, wipes every writable place, and checks that
+// no file, process or IPC object is left and that the writable places
+// have the modes of a fresh runner. The spawner then kills and checks
+// once more, itself, and ends the answer with its verdict, which code
+// cannot forge; over exec, the driver's exit status stands for it. Only a
+// runner found clean is used again; any other is removed and replaced in
+// the background.
+package oneshot
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sandboxd/sandboxd/internal/bound"
+	"github.com/sandboxd/sandboxd/internal/contexts"
+)
+
+// Error codes of runs that could not be made.
+const (
+	// CodeBusy says every runner of the language stayed busy for the wait.
+	CodeBusy = "RUNNERS_BUSY"
+	// CodeRunnerFailed says the run's runner failed it (not its code): it
+	// was removed, and the run may be retried.
+	CodeRunnerFailed = "RUNNER_FAILED"
+)
+
+// roleRunner marks a runner's container (contexts.LabelRole), so that a
+// daemon's next run removes it rather than take it for a context's.
+const roleRunner = "one-shot runner"
+
+// Limits bound what one run sends back.
+type Limits struct {
+	MaxOutput        int // bytes of stdout, and of stderr
+	MaxArtifacts     int // artifacts per run
+	MaxArtifactBytes int // bytes of one artifact
+	MaxResultBytes   int // bytes of main's value, as JSON
+}
+
+// Config says how runs are run.
+type Config struct {
+	Runtime contexts.Runtime
+	// Languages are those whose images runners are made of; those without
+	// an interpreter here (R, bash) are left out.
+	Languages []contexts.Language
+	// Sizes is how many runners to keep per language name; a language
+	// left out or at 0 is not served.
+	Sizes  map[string]int
+	Limits Limits
+	// Wait bounds how long a run waits for a free runner.
+	Wait time.Duration
+	Log  *slog.Logger
+}
+
+// Request is code to run once.
+type Request struct {
+	Language string // a language name: python, javascript
+	Code     string
+	// Preload runs first, in the same namespace (Dify's preload).
+	Preload string
+	// Main, when set, calls main(**Arguments) (Python) or main(Arguments)
+	// (JavaScript, which may be async) after the code, and returns its
+	// value; otherwise the code runs as a script.
+	Main      bool
+	Arguments map[string]any
+	Timeout   time.Duration
+}
+
+// Value is what main returned.
+type Value struct {
+	Present bool            `json:"present"`
+	Value   json.RawMessage `json:"value"`
+	Type    string          `json:"type"`
+}
+
+// Artifact is a file the code left in artifacts/ or its working dir.
+type Artifact struct {
+	Name     string
+	MIMEType string
+	Size     int
+	Content  []byte
+}
+
+// Result is how a run ended.
+type Result struct {
+	Stdout, Stderr string
+	// Truncated says stdout or stderr was cut at Limits.MaxOutput.
+	Truncated bool
+	// ExitCode is the program's: 124 when it timed out.
+	ExitCode int
+	TimedOut bool
+	// Killed says SIGKILL ended it before its timeout: out of memory.
+	Killed    bool
+	Elapsed   time.Duration
+	MaxRSSKB  int64
+	Value     *Value // nil when main did not return
+	Artifacts []Artifact
+	// Skipped says which artifacts were not sent, and why.
+	Skipped []string
+}
+
+// Runners keeps the pools of runners and runs requests on them.
+type Runners struct {
+	cfg   Config
+	pools map[string]*pool
+	log   *slog.Logger
+}
+
+// New checks cfg and makes the pools; Start fills them.
+func New(cfg Config) (*Runners, error) {
+	r := &Runners{cfg: cfg, pools: map[string]*pool{}, log: cfg.Log}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	for name, size := range cfg.Sizes {
+		if size <= 0 {
+			continue
+		}
+		program, ok := interpreters[name]
+		if !ok {
+			return nil, fmt.Errorf("no one-shot runner for language %q (there are: %s)", name, strings.Join(slices.Sorted(maps.Keys(interpreters)), ", "))
+		}
+		i := slices.IndexFunc(cfg.Languages, func(l contexts.Language) bool { return l.Name == name })
+		if i < 0 {
+			r.log.Info("no one-shot runners for a language this daemon does not serve", "language", name)
+			continue
+		}
+		r.pools[name] = newPool(r, cfg.Languages[i], program, size)
+	}
+	return r, nil
+}
+
+// Any reports whether runs of any language are served.
+func (r *Runners) Any() bool { return len(r.pools) > 0 }
+
+// Start fills the pools in the background. Call it after the containers a
+// previous run of the daemon left are removed.
+func (r *Runners) Start() {
+	for _, p := range r.pools {
+		p.start()
+	}
+}
+
+// Close removes every runner. Runs still going fail.
+func (r *Runners) Close() error {
+	var errs []error
+	for _, p := range r.pools {
+		errs = append(errs, p.close())
+	}
+	return errors.Join(errs...)
+}
+
+// Run runs req on a free runner, waiting for one up to Config.Wait.
+// Errors: CodeUnsupportedLanguage, CodeBusy, CodeRunnerFailed, and the
+// runtime's when no runner can be made.
+func (r *Runners) Run(ctx context.Context, req Request) (Result, error) {
+	p := r.pools[req.Language]
+	if p == nil {
+		return Result{}, contexts.Errorf(contexts.CodeUnsupportedLanguage, "one-shot runs of %q are not served (served: %s)", req.Language, strings.Join(r.served(), ", "))
+	}
+	payload, err := json.Marshal(map[string]any{"code": req.Code, "preload": req.Preload, "mode": map[bool]string{true: "main", false: "script"}[req.Main], "arguments": req.Arguments})
+	if err != nil {
+		return Result{}, contexts.Errorf(contexts.CodeInvalid, "arguments: %v", err)
+	}
+	rn, err := p.take(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	// The run goes on if the client goes away, so that the runner is
+	// cleaned up and used again rather than removed mid-run.
+	res, unfit, err := p.run(context.WithoutCancel(ctx), rn, req.Timeout, payload)
+	switch {
+	case err != nil:
+		p.discard(rn, err)
+		return Result{}, &contexts.Error{Code: CodeRunnerFailed, Message: "the runner failed the run; retry it", Err: err}
+	case unfit != nil:
+		// The run went well, but left what the cleanup cannot undo.
+		p.discard(rn, unfit)
+	default:
+		p.put(rn)
+	}
+	return res, nil
+}
+
+func (r *Runners) served() []string {
+	var names []string
+	for name := range r.pools {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// runner is a container runs are made in.
+type runner struct {
+	inst  contexts.Instance
+	modes string // of its writable places when it was made
+	// spawned says runs are started by its spawner, over a unix socket;
+	// otherwise by an exec.
+	spawned bool
+}
+
+// grace is how long past its timeout a run may take to report and clean
+// up; a run past it is a runner gone wrong.
+const grace = 15 * time.Second
+
+// run runs the request payload, as runner.py and runner.js read it, in
+// rn. An error means the run failed; unfit, that it went well but rn is
+// not clean: either way rn is not fit for another run.
+func (p *pool) run(ctx context.Context, rn *runner, timeout time.Duration, payload []byte) (res Result, unfit, err error) {
+	limits := p.r.cfg.Limits
+	nonce := newNonce()
+	stdout := bound.NewText(bound.NewBudget(limits.MaxOutput), nil)
+	stderr := bound.NewText(bound.NewBudget(limits.MaxOutput), nil)
+	split := &splitter{marker: []byte(nonce + "\n"), user: stdout, max: limits.MaxResultBytes + limits.MaxArtifacts*limits.MaxArtifactBytes + 1<<20}
+	ctx, cancel := context.WithTimeout(ctx, timeout+grace)
+	defer cancel()
+	stdin := nonce + "\n" + string(payload)
+	cmd := command(timeout, limits, !rn.spawned, p.program)
+	var verdict string
+	if rn.spawned {
+		verdict, err = p.spawn(ctx, rn, cmd, stdin, split, stderr)
+	} else {
+		var code int
+		code, err = p.r.cfg.Runtime.Exec(ctx, rn.inst, contexts.ExecSpec{Cmd: cmd, User: contexts.ContextUser, Stdin: strings.NewReader(stdin), Stdout: split, Stderr: stderr})
+		if err == nil && code != 0 {
+			err = fmt.Errorf("the runner's driver exited with %d: %s", code, bound.Prefix(stderr.String(), 200))
+		}
+	}
+	split.finish()
+	stdout.Close()
+	stderr.Close()
+	switch {
+	case err != nil:
+		return Result{}, nil, err
+	case !split.found:
+		return Result{}, nil, errors.New("the runner sent no report")
+	case split.tooBig:
+		return Result{}, nil, errors.New("the runner's report is too large")
+	}
+	var dirty string
+	if rn.spawned {
+		// The spawner's verdict ends the stream; nothing but it may. A
+		// runner it finds dirty goes, but the run's answer stands.
+		i := bytes.LastIndex(split.report, []byte(verdict+" "))
+		if i < 0 || !bytes.HasSuffix(split.report, []byte("\n")) || bytes.IndexByte(split.report[i:len(split.report)-1], '\n') >= 0 {
+			return Result{}, nil, errors.New("the spawner gave no verdict")
+		}
+		if v := string(split.report[i+len(verdict)+1 : len(split.report)-1]); v != "ok" {
+			dirty = "the spawner found the runner " + bound.Prefix(v, 300)
+		}
+		split.report = split.report[:i]
+	}
+	rep, err := parseReport(split.report, nonce)
+	if err != nil {
+		return Result{}, nil, err
+	}
+	switch {
+	case dirty != "":
+		unfit = errors.New(dirty)
+	case len(rep.dirty) > 0:
+		unfit = fmt.Errorf("the cleanup left: %s", strings.Join(rep.dirty, "; "))
+	case rn.modes != "" && rep.modes != rn.modes:
+		unfit = fmt.Errorf("the writable places' modes changed from %q to %q", rn.modes, rep.modes)
+	}
+	if rn.modes == "" {
+		rn.modes = rep.modes
+	}
+	res = Result{
+		Stdout: stdout.String(), Stderr: stderr.String(), Truncated: stdout.Truncated() || stderr.Truncated(),
+		ExitCode: rep.exitCode, Elapsed: rep.elapsed, Artifacts: rep.artifacts, Skipped: rep.skipped,
+	}
+	res.TimedOut = rep.exitCode == exitTimedOut || rep.exitCode == exitKilled && rep.elapsed >= timeout
+	res.Killed = rep.exitCode == exitKilled && !res.TimedOut
+	var program struct {
+		Result   *Value `json:"result"`
+		MaxRSSKB int64  `json:"max_rss_kb"`
+	}
+	switch {
+	case len(rep.program) > limits.MaxResultBytes:
+		res.Skipped = append(res.Skipped, fmt.Sprintf("result_too_large over %d bytes", limits.MaxResultBytes))
+	case len(rep.program) > 0 && json.Unmarshal(rep.program, &program) == nil:
+		res.Value, res.MaxRSSKB = program.Result, program.MaxRSSKB
+	}
+	if res.ExitCode != 0 {
+		res.Value = nil
+	}
+	return res, unfit, nil
+}
+
+func newNonce() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return "sandboxd-" + hex.EncodeToString(b)
+}
+
+// pool keeps size runners of one language, idle ones in idle. One
+// goroutine makes them, one at a time, so that refilling never competes
+// with runs for more than one core.
+type pool struct {
+	r       *Runners
+	lang    contexts.Language
+	program []string
+	size    int
+	idle    chan *runner
+	wake    chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	started bool
+
+	mu      sync.Mutex
+	live    map[*runner]bool // idle, busy, or being removed
+	lastErr error            // of the last failed start, nil once one works
+}
+
+func newPool(r *Runners, lang contexts.Language, program []string, size int) *pool {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &pool{r: r, lang: lang, program: program, size: size, idle: make(chan *runner, size),
+		wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{}), live: map[*runner]bool{}}
+}
+
+func (p *pool) start() {
+	p.started = true
+	go p.fill()
+}
+
+// retry bounds the pause after a failed start.
+const retry = 30 * time.Second
+
+func (p *pool) fill() {
+	defer close(p.done)
+	pause := time.Second
+	for p.ctx.Err() == nil {
+		p.mu.Lock()
+		full := len(p.live) >= p.size
+		p.mu.Unlock()
+		if full {
+			select {
+			case <-p.wake:
+			case <-p.ctx.Done():
+			}
+			continue
+		}
+		rn, err := p.make()
+		p.mu.Lock()
+		p.lastErr = err
+		if err == nil {
+			p.live[rn] = true
+		}
+		p.mu.Unlock()
+		if err != nil {
+			p.r.log.Warn("cannot make a one-shot runner; retrying", "language", p.lang.Name, "in", pause, "error", err)
+			select {
+			case <-time.After(pause):
+			case <-p.ctx.Done():
+			}
+			pause = min(2*pause, retry)
+			continue
+		}
+		pause = time.Second
+		p.idle <- rn
+	}
+}
+
+// makeTimeout bounds making a runner: its container, and a first run
+// that checks it and learns the modes of its writable places.
+const makeTimeout = 2 * time.Minute
+
+func (p *pool) make() (*runner, error) {
+	ctx, cancel := context.WithTimeout(p.ctx, makeTimeout)
+	defer cancel()
+	inst, err := p.r.cfg.Runtime.Start(ctx, contexts.Spec{
+		ContextID: "oneshot-" + p.lang.Name + "-" + uuid.NewString()[:13],
+		Image:     p.lang.Image,
+		Labels:    map[string]string{contexts.LabelRole: roleRunner},
+		Cmd:       []string{"python3", "-I", "-S", "-c", spawner},
+	})
+	if err != nil {
+		return nil, err
+	}
+	rn := &runner{inst: inst}
+	if rn.spawned, err = p.waitSpawner(ctx, rn); err != nil {
+		p.remove(rn)
+		return nil, err
+	}
+	res, unfit, err := p.run(ctx, rn, 30*time.Second, []byte(`{"code":"","mode":"script"}`))
+	if err == nil {
+		err = unfit
+	}
+	if err == nil && res.ExitCode != 0 {
+		err = fmt.Errorf("the interpreter exited with %d: %s", res.ExitCode, bound.Prefix(res.Stderr, 500))
+	}
+	if err != nil {
+		p.remove(rn)
+		return nil, fmt.Errorf("check a new runner: %w", err)
+	}
+	return rn, nil
+}
+
+// take returns a free runner, waiting for one up to the configured wait.
+func (p *pool) take(ctx context.Context) (*runner, error) {
+	select {
+	case rn := <-p.idle:
+		return rn, nil
+	default:
+	}
+	p.mu.Lock()
+	none, lastErr := len(p.live) == 0, p.lastErr
+	p.mu.Unlock()
+	if none && lastErr != nil {
+		// Waiting would not help: say why there is no runner.
+		msg := lastErr.Error()
+		var e *contexts.Error
+		if errors.As(lastErr, &e) {
+			msg = e.Message
+		}
+		return nil, &contexts.Error{Code: CodeRunnerFailed, Message: fmt.Sprintf("no %s runner can be made: %s", p.lang.Name, msg), Err: lastErr}
+	}
+	timer := time.NewTimer(p.r.cfg.Wait)
+	defer timer.Stop()
+	select {
+	case rn := <-p.idle:
+		return rn, nil
+	case <-timer.C:
+		return nil, contexts.Errorf(CodeBusy, "every %s runner stayed busy for %s; retry later, or start sandboxd with more --runners", p.lang.Name, p.r.cfg.Wait)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-p.ctx.Done():
+		return nil, errors.New("the daemon is shutting down")
+	}
+}
+
+// put gives back a runner whose last run left it clean.
+func (p *pool) put(rn *runner) { p.idle <- rn }
+
+// discard removes a runner that failed, and has the pool make another.
+func (p *pool) discard(rn *runner, why error) {
+	p.r.log.Warn("removing a one-shot runner", "language", p.lang.Name, "instance", rn.inst.ID, "reason", why)
+	go func() {
+		p.remove(rn)
+		p.mu.Lock()
+		delete(p.live, rn)
+		p.mu.Unlock()
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}()
+}
+
+func (p *pool) remove(rn *runner) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := p.r.cfg.Runtime.Remove(ctx, rn.inst)
+	if err != nil {
+		p.r.log.Error("cannot remove a one-shot runner", "instance", rn.inst.ID, "error", err)
+	}
+	return err
+}
+
+func (p *pool) close() error {
+	p.cancel()
+	if p.started {
+		<-p.done
+	}
+	p.mu.Lock()
+	live := make([]*runner, 0, len(p.live))
+	for rn := range p.live {
+		live = append(live, rn)
+	}
+	p.live = map[*runner]bool{}
+	p.mu.Unlock()
+	var errs []error
+	for _, rn := range live {
+		errs = append(errs, p.remove(rn))
+	}
+	return errors.Join(errs...)
+}
+
+// waitSpawner waits for rn's spawner to listen, and reports whether runs
+// can be started through it: they can when the runtime reaches it over a
+// unix socket, which carries the file descriptor of the run's stderr.
+// Through any other connection (the exec transport's relay), runs are
+// execs.
+func (p *pool) waitSpawner(ctx context.Context, rn *runner) (bool, error) {
+	for {
+		conn, err := p.r.cfg.Runtime.Dial(ctx, rn.inst)
+		if err == nil {
+			_, ok := conn.(*net.UnixConn)
+			conn.Close()
+			return ok, nil
+		}
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return false, fmt.Errorf("the runner's spawner does not listen: %w", err)
+		}
+	}
+}
+
+// spawn has rn's spawner run cmd, with stdin, and copies its output. It
+// returns the nonce that starts the spawner's verdict, the last line of
+// stdout.
+func (p *pool) spawn(ctx context.Context, rn *runner, cmd []string, stdin string, stdout, stderr io.Writer) (string, error) {
+	conn, err := p.r.cfg.Runtime.Dial(ctx, rn.inst)
+	if err != nil {
+		return "", err
+	}
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		conn.Close()
+		return "", errors.New("the runner's spawner is not reached over a unix socket")
+	}
+	defer uc.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return "", err
+	}
+	defer errR.Close()
+	verdict := newNonce()
+	header, err := json.Marshal(map[string]any{"argv": cmd, "nonce": verdict})
+	if err != nil {
+		errW.Close()
+		return "", err
+	}
+	_, _, err = uc.WriteMsgUnix(binary.BigEndian.AppendUint32(nil, uint32(len(header))), syscall.UnixRights(int(errW.Fd())), nil)
+	errW.Close()
+	if err != nil {
+		return "", fmt.Errorf("send to the spawner: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() {
+		uc.Close()
+		errR.Close()
+	})
+	defer stop()
+	go func() {
+		// A command that does not read all of its input makes this fail;
+		// what it prints says the rest.
+		if _, err := uc.Write(append(header, stdin...)); err == nil {
+			uc.CloseWrite()
+		}
+	}()
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		io.Copy(stderr, errR)
+	}()
+	_, err = io.Copy(stdout, uc)
+	<-copied
+	if ctx.Err() != nil {
+		return "", ctx.Err()
+	}
+	return verdict, err
+}
