@@ -441,7 +441,8 @@ func (m *Manager) askSpecs(ctx context.Context, b *sandbox) error {
 }
 
 // addToSandbox lists s, a context of a sandbox, in it and in the manager,
-// unless the sandbox stopped meanwhile.
+// unless the sandbox stopped meanwhile. The lock order is a sandbox's b.mu,
+// then m.mu: whoever holds m.mu takes no b.mu.
 func (m *Manager) addToSandbox(s *liveContext) error {
 	b := s.sb
 	b.mu.Lock()
@@ -551,24 +552,38 @@ func (m *Manager) end(ctx context.Context, b *sandbox) error {
 }
 
 // forgetStopped forgets the oldest stopped sandboxes past keepStopped.
+// It holds m.mu and a sandbox's b.mu never at once: addToSandbox takes
+// them in that order, b.mu then m.mu.
 func (m *Manager) forgetStopped() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var stopped []*sandbox
+	m.mu.RLock()
+	all := make([]*sandbox, 0, len(m.sandboxes))
 	for _, b := range m.sandboxes {
+		all = append(all, b)
+	}
+	m.mu.RUnlock()
+	type ended struct {
+		b  *sandbox
+		at time.Time
+	}
+	var stopped []ended
+	for _, b := range all {
 		b.mu.Lock()
 		if b.status == SandboxStopped {
-			stopped = append(stopped, b)
+			stopped = append(stopped, ended{b, b.endedAt})
 		}
 		b.mu.Unlock()
 	}
 	if len(stopped) <= keepStopped {
 		return
 	}
-	sort.Slice(stopped, func(i, j int) bool { return stopped[i].endedAt.Before(stopped[j].endedAt) })
-	for _, b := range stopped[:len(stopped)-keepStopped] {
-		delete(m.sandboxes, b.id)
+	sort.Slice(stopped, func(i, j int) bool { return stopped[i].at.Before(stopped[j].at) })
+	m.mu.Lock()
+	for _, e := range stopped[:len(stopped)-keepStopped] {
+		if m.sandboxes[e.b.id] == e.b {
+			delete(m.sandboxes, e.b.id)
+		}
 	}
+	m.mu.Unlock()
 }
 
 // removeInstance removes a container. It keeps going when the caller's

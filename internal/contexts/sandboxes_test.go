@@ -388,3 +388,34 @@ func TestSandboxStoppedDuringCreate(t *testing.T) {
 		}
 	})
 }
+
+// Contexts made and deleted in a sandbox while the stopped sandboxes are
+// looked over, as the cull does each second, deadlock nothing: the two
+// take the manager's lock and a sandbox's in the one order.
+func TestSandboxLockOrder(t *testing.T) {
+	m, _ := newTestManager(t, newFakeRuntime(nil), testConfig())
+	b := mustCreateSandbox(t, m)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 500 {
+			c, err := m.Create(t.Context(), CreateRequest{SandboxID: b.ID})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := m.Delete(t.Context(), c.ID); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		default:
+			m.forgetStopped()
+		}
+	}
+}
