@@ -208,20 +208,10 @@ func (m *Manager) takeOver(ctx context.Context, s *liveContext) (adopted bool, e
 func (m *Manager) discard(inst Instance, s *liveContext, reason error) {
 	if s != nil {
 		defer close(s.recovered)
-		m.mu.Lock()
-		mine := m.contexts[s.info.ID] == s
-		if mine {
-			delete(m.contexts, s.info.ID)
-		}
-		m.mu.Unlock()
-		if !mine {
+		if _, listed := m.unlist(s); !listed {
 			return // Close or Detach took it
 		}
 		m.admission.release()
-		m.metrics.active.Dec()
-		s.markRemoved()
-		// It was listed: whoever watches the contexts sees it go.
-		m.events.publish(Event{Type: EventContextDeleted, ContextID: s.info.ID})
 	}
 	m.log.Info("removing a container left by a previous run", "context_id", inst.ContextID, "instance", inst.ID, "reason", reason)
 	// A fresh bound: the one that ran out taking it over must not fail this.
@@ -335,19 +325,9 @@ func (m *Manager) adoptSandbox(b *sandbox) error {
 // dropRecovering unlists s, a context of a sandbox being taken over.
 func (m *Manager) dropRecovering(s *liveContext) {
 	s.sb.forget(s)
-	m.mu.Lock()
-	mine := m.contexts[s.info.ID] == s
-	if mine {
-		delete(m.contexts, s.info.ID)
+	if _, listed := m.unlist(s); listed { // else Close or Detach took it
+		m.store.Drop(s.info.ID)
 	}
-	m.mu.Unlock()
-	if !mine {
-		return // Close or Detach took it
-	}
-	s.markRemoved()
-	m.store.Drop(s.info.ID)
-	m.metrics.active.Dec()
-	m.events.publish(Event{Type: EventContextDeleted, ContextID: s.info.ID})
 }
 
 // discardSandbox removes inst, a sandbox's container of a previous run

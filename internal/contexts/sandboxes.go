@@ -528,19 +528,16 @@ func (m *Manager) end(ctx context.Context, b *sandbox) error {
 	clear(b.defaults)
 	b.mu.Unlock()
 
-	m.mu.Lock()
-	for _, s := range all {
-		delete(m.contexts, s.info.ID)
-	}
-	m.mu.Unlock()
 	for _, s := range all {
 		// The kernels go with the container: no need to shut each down.
-		if k := s.markRemoved(); k != nil {
+		k, listed := m.unlist(s)
+		if !listed {
+			continue // a Delete took it
+		}
+		if k != nil {
 			k.Close()
 		}
 		m.store.Drop(s.info.ID)
-		m.metrics.active.Dec()
-		m.events.publish(Event{Type: EventContextDeleted, ContextID: s.info.ID})
 	}
 	m.admission.release()
 	m.store.Drop(b.id)

@@ -2,9 +2,12 @@ package contexts
 
 import (
 	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // mustCreateSandbox creates a sandbox of the python template.
@@ -417,5 +420,65 @@ func TestSandboxLockOrder(t *testing.T) {
 		default:
 			m.forgetStopped()
 		}
+	}
+}
+
+// dropGate is a Store whose first Drop of id waits for release, after
+// closing reached.
+type dropGate struct {
+	memoryStore
+	id               string
+	reached, release chan struct{}
+
+	mu     sync.Mutex
+	passed bool
+}
+
+func (g *dropGate) Drop(id string) {
+	g.mu.Lock()
+	first := id == g.id && !g.passed
+	g.passed = g.passed || first
+	g.mu.Unlock()
+	if first {
+		close(g.reached)
+		<-g.release
+	}
+}
+
+// A context deleted while its sandbox stops goes once: one context.deleted
+// event, and the active count down by one.
+func TestDeleteRacesSandboxStop(t *testing.T) {
+	store := &dropGate{reached: make(chan struct{}), release: make(chan struct{})}
+	m, _ := newTestManager(t, newFakeRuntime(store), testConfig())
+	b := mustCreateSandbox(t, m)
+	c := inSandbox(t, m, b.ID)
+	events, end := m.Subscribe()
+	defer end()
+	store.id = c.ID
+	deleted := make(chan error, 1)
+	go func() { deleted <- m.Delete(t.Context(), c.ID) }()
+	<-store.reached // Delete is under way
+	if _, err := m.StopSandbox(t.Context(), b.ID); err != nil {
+		t.Fatal(err)
+	}
+	close(store.release)
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for len(events) > 0 {
+		if e := <-events; e.Type == EventContextDeleted && e.ContextID == c.ID {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d context.deleted events, want 1", n)
+	}
+	var g dto.Metric
+	if err := m.metrics.active.Write(&g); err != nil {
+		t.Fatal(err)
+	}
+	if v := g.GetGauge().GetValue(); v != 0 {
+		t.Errorf("active contexts: %v, want 0", v)
 	}
 }
