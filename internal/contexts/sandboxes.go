@@ -134,10 +134,10 @@ func (b *sandbox) usable() error {
 
 // templateLanguage returns the language a template name stands for.
 func (m *Manager) templateLanguage(name string) (Language, error) {
-	for _, l := range m.cfg.Languages {
-		if name == l.Name || name == l.Name+"-sandbox" {
-			return l, nil
-		}
+	// A language's aliases name its template too, as js-sandbox.
+	base := strings.TrimSuffix(name, "-sandbox")
+	if l, ok := m.language(base); ok && base != "" {
+		return l, nil
 	}
 	return Language{}, Errorf(CodeTemplateNotFound, "no template %q; available: %s (each also as <name>-sandbox)", name, m.languageNames())
 }

@@ -482,3 +482,21 @@ func TestDeleteRacesSandboxStop(t *testing.T) {
 		t.Errorf("active contexts: %v, want 0", v)
 	}
 }
+
+// A template is named as a language is, by its name or an alias, with or
+// without -sandbox after it.
+func TestTemplateAliases(t *testing.T) {
+	cfg := testConfig()
+	cfg.Languages = append(cfg.Languages, JavaScript("js-img"))
+	m, _ := newTestManager(t, newFakeRuntime(nil), cfg)
+	for _, name := range []string{"javascript", "javascript-sandbox", "nodejs", "js-sandbox"} {
+		if l, err := m.templateLanguage(name); err != nil || l.Name != "javascript" {
+			t.Errorf("template %q: %q, %v", name, l.Name, err)
+		}
+	}
+	for _, name := range []string{"", "-sandbox", "ruby-sandbox", "python-sandbox-sandbox"} {
+		if _, err := m.templateLanguage(name); Code(err) != CodeTemplateNotFound {
+			t.Errorf("template %q: %v, want %s", name, err, CodeTemplateNotFound)
+		}
+	}
+}
