@@ -36,6 +36,8 @@ type fakeRuntime struct {
 	failRemove map[string]bool
 	// execOut, when set, is what every Exec prints, and 0 its exit code.
 	execOut string
+	// execGate, when set, holds every Exec until it is closed.
+	execGate chan struct{}
 
 	mu      sync.Mutex
 	insts   []Instance                   // what List returns: a previous run's, then Start's
@@ -101,6 +103,9 @@ func (f *fakeRuntime) OpenEgress(context.Context, Instance) (map[string]string, 
 func (f *fakeRuntime) Exec(_ context.Context, _ Instance, spec ExecSpec) (int, error) {
 	if f.execOut == "" {
 		return 0, errors.New("fakeRuntime runs no processes")
+	}
+	if f.execGate != nil {
+		<-f.execGate
 	}
 	if spec.Stdout != nil {
 		io.WriteString(spec.Stdout, f.execOut)

@@ -64,7 +64,7 @@ func (m *Manager) ListProcesses(ctx context.Context, id string) ([]Process, erro
 	if err != nil {
 		return nil, err
 	}
-	defer s.touch()
+	defer s.done()
 	out, stderr := bound.NewBuffer(16<<20), bound.NewBuffer(64<<10)
 	cmd := fileproto.Command(fileproto.OpProcesses, s.workDir, ".", strconv.Itoa(maxProcesses))
 	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: cmd, User: ContextUser, Stdout: out, Stderr: stderr})

@@ -84,6 +84,7 @@ type sandbox struct {
 	contexts     map[string]*liveContext
 	defaults     map[string]string // by language: the context of requests that name none
 	starting     int               // contexts being made
+	inFlight     int               // files and commands under way: running to target.done
 	lastActivity time.Time
 	endedAt      time.Time
 }
@@ -110,12 +111,6 @@ func (b *sandbox) activity() (last time.Time, busy bool) {
 		busy = busy || i.Status == StatusBusy
 	}
 	return last, busy
-}
-
-func (b *sandbox) touch() {
-	b.mu.Lock()
-	b.lastActivity = time.Now().UTC()
-	b.mu.Unlock()
 }
 
 // usable fails unless contexts, files and commands can use b now. The
@@ -167,6 +162,7 @@ func (m *Manager) WorkingDir(id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	t.done()
 	return t.workDir, nil
 }
 
@@ -620,8 +616,8 @@ func (m *Manager) watchSandbox(b *sandbox) {
 }
 
 // idleSandboxes returns the sandboxes unused for longer than their idle
-// timeouts at now, in which no code runs and no context is being made,
-// and those whose container died.
+// timeouts at now, in which no code, command or transfer runs and no
+// context is being made, and those whose container died.
 func (m *Manager) idleSandboxes(now time.Time) []*sandbox {
 	m.mu.RLock()
 	all := make([]*sandbox, 0, len(m.sandboxes))
@@ -633,7 +629,7 @@ func (m *Manager) idleSandboxes(now time.Time) []*sandbox {
 	for _, b := range all {
 		b.mu.Lock()
 		last, busy := b.activity()
-		busy = busy || b.starting > 0 // a context being made is in use
+		busy = busy || b.starting > 0 || b.inFlight > 0 // a context being made, a command or a transfer is use
 		if (b.status == SandboxReady || b.status == SandboxDead) && b.idleTimeout > 0 && !busy && now.Sub(last) > b.idleTimeout {
 			found = append(found, b)
 		}

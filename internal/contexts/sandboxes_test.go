@@ -130,6 +130,7 @@ func tgtOf(t *testing.T, m *Manager, id string) *target {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tgt.done()
 	return tgt
 }
 
@@ -279,8 +280,10 @@ func TestSandboxCull(t *testing.T) {
 
 		// Its files are activity too.
 		time.Sleep(40 * time.Second)
-		if _, err := m.running(b.ID); err != nil {
+		if tgt, err := m.running(b.ID); err != nil {
 			t.Fatal(err)
+		} else {
+			tgt.done()
 		}
 		time.Sleep(40 * time.Second)
 		synctest.Wait()
@@ -296,6 +299,48 @@ func TestSandboxCull(t *testing.T) {
 			t.Errorf("a context of an idle sandbox: %v", err)
 		}
 	})
+}
+
+// A command, upload or download under way keeps its sandbox from the
+// cull, however long it lasts; the sandbox goes once it ends and the
+// timeout passes.
+func TestSandboxCullSparesCommands(t *testing.T) {
+	for _, viaContext := range []bool{false, true} {
+		bubble(t, map[bool]string{false: "sandbox", true: "context"}[viaContext], func(t *testing.T) {
+			rt := newFakeRuntime(nil)
+			rt.execOut = "done"
+			rt.execGate = make(chan struct{})
+			m, _ := newTestManager(t, rt, testConfig())
+			m.Start()
+			b, err := m.CreateSandbox(t.Context(), SandboxRequest{Template: "python", IdleTimeout: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := b.ID
+			if viaContext {
+				id = inSandbox(t, m, b.ID).ID
+			}
+			ran := make(chan struct{})
+			go func() {
+				// Its result is the fake's, of no matter here.
+				m.RunCommand(t.Context(), id, CommandRequest{Command: "sleep 600", Timeout: time.Hour})
+				close(ran)
+			}()
+			synctest.Wait()
+			time.Sleep(3 * time.Minute)
+			synctest.Wait()
+			if got, _ := m.GetSandbox(b.ID); got.Status != SandboxReady {
+				t.Errorf("a sandbox running a command: %s", got.Status)
+			}
+			close(rt.execGate)
+			<-ran
+			time.Sleep(2 * time.Minute)
+			synctest.Wait()
+			if got, _ := m.GetSandbox(b.ID); got.Status != SandboxStopped {
+				t.Errorf("a sandbox idle past its timeout after its command: %s", got.Status)
+			}
+		})
+	}
 }
 
 // A restart takes a sandbox over with its contexts, each with its own
