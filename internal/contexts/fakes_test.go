@@ -38,6 +38,8 @@ type fakeRuntime struct {
 	execOut string
 	// execGate, when set, holds every Exec until it is closed.
 	execGate chan struct{}
+	// exec, when set, runs every Exec in place of execOut.
+	exec func(spec ExecSpec) (int, error)
 
 	mu      sync.Mutex
 	insts   []Instance                   // what List returns: a previous run's, then Start's
@@ -101,6 +103,9 @@ func (f *fakeRuntime) OpenEgress(context.Context, Instance) (map[string]string, 
 }
 
 func (f *fakeRuntime) Exec(_ context.Context, _ Instance, spec ExecSpec) (int, error) {
+	if f.exec != nil {
+		return f.exec(spec)
+	}
 	if f.execOut == "" {
 		return 0, errors.New("fakeRuntime runs no processes")
 	}
