@@ -383,8 +383,8 @@ const maxListDepth = 32
 // dir ("" is the working dir itself), sorted by name. It does not descend
 // into subdirectories; symlinks are described by what they point to.
 // Errors: CodeNotFound, CodeContextDead, CodeInvalidPath (also for a file),
-// CodeFileNotFound, CodeInvalid (for more than 100,000 entries),
-// CodeRuntimeUnavailable.
+// CodeFileNotFound, CodeInvalid (for more than 100,000 entries, or a
+// listing over 64 MiB), CodeRuntimeUnavailable.
 func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, error) {
 	return m.ListTree(ctx, id, dir, 1)
 }
@@ -415,7 +415,8 @@ func (m *Manager) ListTree(ctx context.Context, id, dir string, depth int) ([]Fi
 	case code != 0:
 		return nil, fileError(code, rel, stderr)
 	case out.Truncated():
-		return nil, fmt.Errorf("list %s in %s: the listing is over %d bytes", rel, id, maxListing)
+		// Too much to list, as too many entries is: long names, not a fault.
+		return nil, Errorf(CodeInvalid, "the listing of %s at depth %d is over %d MiB: list a subdirectory, or less deep", dir, depth, maxListing>>20)
 	}
 	entries, err := fileproto.ParseList(out.String())
 	if err != nil {
