@@ -319,8 +319,12 @@ func (m *Manager) DefaultContext(ctx context.Context, id, language string) (Info
 		language = l.Name // one default for a language and its aliases
 	}
 	b.mu.Lock()
-	cid := b.defaults[language]
+	cid, err := b.defaults[language], b.usable()
 	b.mu.Unlock()
+	if err != nil {
+		// Its default context is dead, but the sandbox is what is gone.
+		return Info{}, err
+	}
 	if cid != "" {
 		if c, err := m.Get(cid); err == nil {
 			return c, nil

@@ -140,6 +140,9 @@ func TestSandboxContainerDies(t *testing.T) {
 	m, _ := newTestManager(t, rt, testConfig())
 	b := mustCreateSandbox(t, m)
 	a, c := inSandbox(t, m, b.ID), inSandbox(t, m, b.ID)
+	if _, err := m.DefaultContext(t.Context(), b.ID, ""); err != nil {
+		t.Fatal(err)
+	}
 	rt.end(b.ID, "killed")
 	for _, id := range []string{a.ID, c.ID} {
 		if st := status(t, m, id); st != StatusDead {
@@ -154,6 +157,10 @@ func TestSandboxContainerDies(t *testing.T) {
 	}
 	if _, err := m.Create(t.Context(), CreateRequest{SandboxID: b.ID}); Code(err) != CodeSandboxStopped {
 		t.Errorf("create in a dead sandbox: %v", err)
+	}
+	// What runs in the sandbox's default context is told the sandbox stopped.
+	if _, err := m.DefaultContext(t.Context(), b.ID, ""); Code(err) != CodeSandboxStopped {
+		t.Errorf("the default context of a dead sandbox: %v", err)
 	}
 }
 
