@@ -76,7 +76,7 @@ type sandbox struct {
 	// recovered, for a sandbox of a previous run, is closed once it has
 	// been taken over or given up; nil for the others.
 	recovered chan struct{}
-	saving    sync.Mutex // one save of its record at a time
+	saving    sync.Mutex // one save or drop of its record at a time
 
 	mu           sync.Mutex
 	status       SandboxStatus
@@ -540,7 +540,11 @@ func (m *Manager) end(ctx context.Context, b *sandbox) error {
 		m.store.Drop(s.info.ID)
 	}
 	m.admission.release()
+	// After a save under way, which read b as running: one after this sees
+	// it stopped and saves nothing.
+	b.saving.Lock()
 	m.store.Drop(b.id)
+	b.saving.Unlock()
 	if err := m.removeInstance(b.id, b.inst); err != nil {
 		return err
 	}

@@ -1,6 +1,9 @@
 package contexts
 
 import (
+	"context"
+	"errors"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -550,5 +553,64 @@ func TestTemplateAliases(t *testing.T) {
 		if _, err := m.templateLanguage(name); Code(err) != CodeTemplateNotFound {
 			t.Errorf("template %q: %v, want %s", name, err, CodeTemplateNotFound)
 		}
+	}
+}
+
+// saveGate is a DirStore whose Saves of id wait for release, once id is
+// set, after telling reached.
+type saveGate struct {
+	DirStore
+	reached, release chan struct{}
+
+	mu sync.Mutex
+	id string
+}
+
+func (g *saveGate) Save(r Record) error {
+	g.mu.Lock()
+	held := r.ID == g.id
+	g.mu.Unlock()
+	if held {
+		g.reached <- struct{}{}
+		<-g.release
+	}
+	return g.DirStore.Save(r)
+}
+
+// A save of a sandbox's record under way as the sandbox stops does not
+// bring the record back after the stop dropped it: a restart would take
+// a stopped sandbox for one to recover.
+func TestSaveRacesSandboxStop(t *testing.T) {
+	store := &saveGate{DirStore: DirStore(t.TempDir()), reached: make(chan struct{}), release: make(chan struct{})}
+	rt := newFakeRuntime(store)
+	m, _ := newTestManager(t, rt, testConfig())
+	b := mustCreateSandbox(t, m)
+	sb, err := m.getSandbox(b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.mu.Lock()
+	store.id = b.ID
+	store.mu.Unlock()
+	saved := make(chan struct{})
+	go func() { m.saveSandbox(sb); close(saved) }()
+	<-store.reached // it read the sandbox as ready
+	stopped := make(chan error, 1)
+	go func() { _, err := m.StopSandbox(context.Background(), b.ID); stopped <- err }()
+	// The stop goes as far as it may while the save is held: without
+	// waiting for it, up to the container's removal.
+	for got, _ := m.GetSandbox(b.ID); got.Status != SandboxStopped; got, _ = m.GetSandbox(b.ID) {
+		time.Sleep(time.Millisecond)
+	}
+	for deadline := time.Now().Add(time.Second); !rt.wasRemoved(b.ID) && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	close(store.release)
+	<-saved
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if r, err := store.Load(b.ID); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the record of a stopped sandbox: %+v, %v", r, err)
 	}
 }
