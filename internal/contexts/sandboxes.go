@@ -87,6 +87,7 @@ type sandbox struct {
 	inFlight     int               // files and commands under way: running to target.done
 	lastActivity time.Time
 	endedAt      time.Time
+	removeFailed bool // stopped, but its container's removal failed
 }
 
 func (b *sandbox) snapshot() SandboxInfo {
@@ -513,7 +514,11 @@ func (m *Manager) end(ctx context.Context, b *sandbox) error {
 	}
 	b.mu.Lock()
 	if b.status == SandboxStopped {
+		retry := b.removeFailed
 		b.mu.Unlock()
+		if retry {
+			return m.removeSandboxInstance(b)
+		}
 		return nil
 	}
 	b.status = SandboxStopped
@@ -545,11 +550,22 @@ func (m *Manager) end(ctx context.Context, b *sandbox) error {
 	b.saving.Lock()
 	m.store.Drop(b.id)
 	b.saving.Unlock()
-	if err := m.removeInstance(b.id, b.inst); err != nil {
+	if err := m.removeSandboxInstance(b); err != nil {
 		return err
 	}
 	m.log.Info("sandbox stopped", "sandbox_id", b.id, "contexts", len(all))
 	return nil
+}
+
+// removeSandboxInstance removes b's container, and records whether that
+// failed: a stop or delete of b tries again then, rather than tell of a
+// success while the container runs.
+func (m *Manager) removeSandboxInstance(b *sandbox) error {
+	err := m.removeInstance(b.id, b.inst)
+	b.mu.Lock()
+	b.removeFailed = err != nil
+	b.mu.Unlock()
+	return err
 }
 
 // forgetStopped forgets the oldest stopped sandboxes past keepStopped.

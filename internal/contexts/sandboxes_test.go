@@ -614,3 +614,34 @@ func TestSaveRacesSandboxStop(t *testing.T) {
 		t.Errorf("the record of a stopped sandbox: %+v, %v", r, err)
 	}
 }
+
+// A stop whose removal of the container fails says so, and so does each
+// stop or delete after, which tries again, until one removes it.
+func TestSandboxRemoveFails(t *testing.T) {
+	rt := newFakeRuntime(nil)
+	m, _ := newTestManager(t, rt, testConfig())
+	b := mustCreateSandbox(t, m)
+	rt.mu.Lock()
+	rt.failRemove = map[string]bool{b.ID: true}
+	rt.mu.Unlock()
+	for range 2 {
+		if _, err := m.StopSandbox(t.Context(), b.ID); err == nil {
+			t.Error("a stop whose removal failed succeeded")
+		}
+	}
+	if err := m.DeleteSandbox(t.Context(), b.ID); err == nil {
+		t.Error("a delete whose removal failed succeeded")
+	}
+	rt.mu.Lock()
+	rt.failRemove = nil
+	rt.mu.Unlock()
+	if err := m.DeleteSandbox(t.Context(), b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.GetSandbox(b.ID); Code(err) != CodeSandboxNotFound {
+		t.Errorf("a deleted sandbox: %v", err)
+	}
+	if n := len(rt.removedIDs()); n != 4 {
+		t.Errorf("%d removals asked, want 4", n)
+	}
+}
