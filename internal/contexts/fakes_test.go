@@ -377,6 +377,9 @@ func (k *fakeKernel) Restart(ctx context.Context) error {
 }
 
 func (k *fakeKernel) Ready(ctx context.Context) error {
+	if err := ctx.Err(); err != nil { // as a real one, which asks it
+		return err
+	}
 	k.mu.Lock()
 	hang := k.hang
 	k.mu.Unlock()

@@ -645,3 +645,51 @@ func TestSandboxRemoveFails(t *testing.T) {
 		t.Errorf("%d removals asked, want 4", n)
 	}
 }
+
+// Each context of a sandbox is taken over within a timeout of its own: a
+// kernel busy with a cell that ignores the interrupt, or one that does not
+// answer, costs the others nothing. The one that does not answer goes, and
+// its kernel is shut down, since the sandbox's server goes on.
+func TestRecoverSandboxSlowKernels(t *testing.T) {
+	bubble(t, "slow kernels", func(t *testing.T) {
+		store := DirStore(t.TempDir())
+		rt := newFakeRuntime(store)
+		m1, ks := newTestManager(t, rt, testConfig())
+		b := mustCreateSandbox(t, m1)
+		busy, mute := inSandbox(t, m1, b.ID), inSandbox(t, m1, b.ID)
+		var good []Info
+		for range 3 {
+			good = append(good, inSandbox(t, m1, b.ID))
+		}
+		busyKernel, muteKernel := kernelIn(t, m1, busy.ID), kernelIn(t, m1, mute.ID)
+		m1.Detach()
+		busyKernel.busy = true
+		busyKernel.hangReady(true)
+		muteKernel.hangReady(true)
+
+		m2, _ := newTestManager(t, rt, testConfig())
+		m2.kernels = ks
+		if err := m2.Recover(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * recoverTimeout)
+		synctest.Wait()
+		if got, err := m2.GetSandbox(b.ID); err != nil || got.Status != SandboxReady || got.Contexts != 4 {
+			t.Fatalf("taken over: %+v, %v", got, err)
+		}
+		for _, c := range append(good, busy) {
+			if st := status(t, m2, c.ID); st != StatusActive {
+				t.Errorf("context %s: %s", c.ID, st)
+			}
+		}
+		if _, err := m2.Get(mute.ID); Code(err) != CodeNotFound {
+			t.Errorf("a context whose kernel does not answer: %v", err)
+		}
+		muteKernel.mu.Lock()
+		shut := muteKernel.shutdown
+		muteKernel.mu.Unlock()
+		if !shut {
+			t.Error("the kernel that does not answer was not shut down")
+		}
+	})
+}
