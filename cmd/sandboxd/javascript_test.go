@@ -148,3 +148,37 @@ func TestJavaScriptAliasOnAgentRun(t *testing.T) {
 		t.Errorf("default context by name %s, by alias %s", again.ContextID, e.ContextID)
 	}
 }
+
+// node alone, not the kernel that answers for it, is what the container
+// kills first when it runs out of memory. A node that cannot start fails
+// the cell with NodeUnavailable, rather than leave it without an answer.
+func TestJavaScriptNodeFailures(t *testing.T) {
+	d := startDaemon(t)
+	var c struct {
+		ContextID string `json:"context_id"`
+	}
+	if status := d.call(t, "POST", "/api/v1/contexts", map[string]any{"language": "javascript"}, &c); status != http.StatusCreated {
+		t.Fatalf("create: %d", status)
+	}
+	id := c.ContextID
+	e := d.execute(t, id, "const fs = require('fs')\n;['self', process.ppid].map(p => fs.readFileSync(`/proc/${p}/oom_score_adj`, 'utf8').trim()).join(' ')", 0)
+	if len(e.Results) != 1 {
+		t.Fatalf("oom scores: %+v", e)
+	}
+	scores := strings.Fields(strings.Trim(e.Results[0].text("text/plain"), "'"))
+	if len(scores) != 2 || scores[0] != "1000" || scores[1] == "1000" {
+		t.Errorf("oom_score_adj of node and of its kernel: %v, want 1000 and less", scores)
+	}
+
+	// A PATH without node: the next node cannot start.
+	if e := d.execute(t, id, "process.env.PATH = '/nowhere'", 0); !e.Success {
+		t.Fatalf("set PATH: %+v", e)
+	}
+	if e := d.execute(t, id, "process.exit(0)", 0); e.Error == nil || e.Error.Name != "NodeRestarted" {
+		t.Fatalf("process.exit: %+v", e)
+	}
+	e = d.execute(t, id, "1", 30)
+	if e.Success || e.Error == nil || e.Error.Name != "NodeUnavailable" || !strings.Contains(e.Error.Value, "node could not start") {
+		t.Errorf("a cell whose node cannot start: %+v", e.Error)
+	}
+}

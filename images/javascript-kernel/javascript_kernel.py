@@ -46,14 +46,16 @@ def node_version():
         return ""
 
 
-# When the container runs out of memory, node should be the process that
-# goes (this kernel then starts a new one), as the python3 kernel is in its
-# own. node inherits the score; raising one's own needs no privilege.
-try:
-    with open("/proc/self/oom_score_adj", "w") as f:
-        f.write("1000")
-except OSError:
-    pass
+def make_oom_target(pid):
+    """Makes pid the first process the kernel kills when the container runs
+    out of memory, as the python3 kernel is in its own image. Only node, not
+    this kernel: it starts a new node then, and answers the cell. What node
+    starts inherits the score. Raising a score needs no privilege."""
+    try:
+        with open("/proc/%d/oom_score_adj" % pid, "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
 
 
 class JavaScriptKernel(Kernel):
@@ -95,17 +97,23 @@ class JavaScriptKernel(Kernel):
         cwd = self._cwd if self._cwd and os.path.isdir(self._cwd) else None
         # Its own session, so the kernel alone decides what SIGINT reaches
         # it and the processes it starts.
-        self._node = subprocess.Popen(
-            ["node", HELPER, str(theirs.fileno())],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(theirs.fileno(),),
-            start_new_session=True,
-            cwd=cwd,
-            env=self._env,
-        )
-        theirs.close()
+        try:
+            self._node = subprocess.Popen(
+                ["node", HELPER, str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+                cwd=cwd,
+                env=self._env,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        make_oom_target(self._node.pid)
         self._control = ours
         self._replies = b""
         for f in (self._node.stdout, self._node.stderr):
@@ -235,7 +243,18 @@ class JavaScriptKernel(Kernel):
 
         self._interrupted_at = None
         self._exit_code = None
-        self._ensure_node()
+        try:
+            self._ensure_node()
+        except (OSError, RuntimeError) as e:
+            # A handler that raises sends no reply: the client would wait
+            # for one until its timeout.
+            self._kill_node()
+            ename = "NodeUnavailable"
+            evalue = "node could not start (%s); the next cell tries again" % e
+            content = {"ename": ename, "evalue": evalue, "traceback": ["%s: %s" % (ename, evalue)]}
+            if not silent:
+                self.send_response(self.iopub_socket, "error", content)
+            return dict(content, status="error", execution_count=self.execution_count)
         self._running = True
         try:
             self._control.sendall((json.dumps({"code": code, "file": "cell%d" % self.execution_count}) + "\n").encode())

@@ -66,7 +66,7 @@ func (m *Manager) RunCommand(ctx context.Context, id string, req CommandRequest)
 	if err != nil {
 		return CommandResult{}, err
 	}
-	defer s.touch()
+	defer s.done()
 	workDir := s.workDir
 	cwd, err := cleanCwd(req.Cwd, workDir)
 	if err != nil {

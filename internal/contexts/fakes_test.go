@@ -36,6 +36,10 @@ type fakeRuntime struct {
 	failRemove map[string]bool
 	// execOut, when set, is what every Exec prints, and 0 its exit code.
 	execOut string
+	// execGate, when set, holds every Exec until it is closed.
+	execGate chan struct{}
+	// exec, when set, runs every Exec in place of execOut.
+	exec func(spec ExecSpec) (int, error)
 
 	mu      sync.Mutex
 	insts   []Instance                   // what List returns: a previous run's, then Start's
@@ -99,8 +103,14 @@ func (f *fakeRuntime) OpenEgress(context.Context, Instance) (map[string]string, 
 }
 
 func (f *fakeRuntime) Exec(_ context.Context, _ Instance, spec ExecSpec) (int, error) {
+	if f.exec != nil {
+		return f.exec(spec)
+	}
 	if f.execOut == "" {
 		return 0, errors.New("fakeRuntime runs no processes")
+	}
+	if f.execGate != nil {
+		<-f.execGate
 	}
 	if spec.Stdout != nil {
 		io.WriteString(spec.Stdout, f.execOut)
@@ -367,6 +377,9 @@ func (k *fakeKernel) Restart(ctx context.Context) error {
 }
 
 func (k *fakeKernel) Ready(ctx context.Context) error {
+	if err := ctx.Err(); err != nil { // as a real one, which asks it
+		return err
+	}
 	k.mu.Lock()
 	hang := k.hang
 	k.mu.Unlock()

@@ -134,6 +134,7 @@ func (m *Manager) running(id string) (*target, error) {
 			return nil, err
 		}
 		b.lastActivity = time.Now().UTC()
+		b.inFlight++
 		return &target{id: id, inst: b.inst, workDir: DefaultWorkingDir, sb: b}, nil
 	}
 	// A context shares its sandbox's state: they die together, and a
@@ -143,25 +144,41 @@ func (m *Manager) running(id string) (*target, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch {
 	case s.removed:
-		return nil, Errorf(CodeNotFound, "Context not found")
+		err = Errorf(CodeNotFound, "Context not found")
 	case s.status == StatusDead:
-		return nil, Errorf(CodeContextDead, "the context's container has stopped; delete it and create a new one")
+		err = Errorf(CodeContextDead, "the context's container has stopped; delete it and create a new one")
 	case s.status == StatusRecovering:
-		return nil, ErrRecovering
+		err = ErrRecovering
+	default:
+		s.lastActivity = time.Now().UTC()
 	}
-	s.lastActivity = time.Now().UTC()
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if s.sb != nil { // b.mu is not taken under s.mu: activity takes them the other way
+		s.sb.mu.Lock()
+		s.sb.inFlight++
+		s.sb.mu.Unlock()
+	}
 	return &target{id: id, inst: s.inst, workDir: s.info.WorkingDir, ctx: s, sb: s.sb}, nil
 }
 
-// touch records activity on t.
-func (t *target) touch() {
+// done ends the use of t that running began: it records activity on t,
+// and the sandbox may be culled again.
+func (t *target) done() {
 	if t.ctx != nil {
 		t.ctx.touch()
-	} else {
-		t.sb.touch()
+	}
+	if t.sb != nil {
+		t.sb.mu.Lock()
+		t.sb.inFlight--
+		if t.ctx == nil {
+			t.sb.lastActivity = time.Now().UTC()
+		}
+		t.sb.mu.Unlock()
 	}
 }
 
@@ -217,7 +234,7 @@ func (m *Manager) writeFile(ctx context.Context, id, p string, body io.Reader, m
 	if err != nil {
 		return FileInfo{}, err
 	}
-	defer s.touch()
+	defer s.done()
 	workDir := s.workDir
 
 	in := &countingReader{r: body}
@@ -303,7 +320,7 @@ func (m *Manager) OpenFile(ctx context.Context, id, p string) (FileInfo, io.Read
 	var execErr error
 	go func() {
 		defer close(done)
-		defer s.touch()
+		defer s.done()
 		code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpRead, s.workDir, rel), User: ContextUser, Stdout: out, Stderr: stderr})
 		_, seen := out.Head()
 		switch {
@@ -366,8 +383,8 @@ const maxListDepth = 32
 // dir ("" is the working dir itself), sorted by name. It does not descend
 // into subdirectories; symlinks are described by what they point to.
 // Errors: CodeNotFound, CodeContextDead, CodeInvalidPath (also for a file),
-// CodeFileNotFound, CodeInvalid (for more than 100,000 entries),
-// CodeRuntimeUnavailable.
+// CodeFileNotFound, CodeInvalid (for more than 100,000 entries, or a
+// listing over 64 MiB), CodeRuntimeUnavailable.
 func (m *Manager) ListFiles(ctx context.Context, id, dir string) ([]FileInfo, error) {
 	return m.ListTree(ctx, id, dir, 1)
 }
@@ -388,7 +405,7 @@ func (m *Manager) ListTree(ctx context.Context, id, dir string, depth int) ([]Fi
 	if err != nil {
 		return nil, err
 	}
-	defer s.touch()
+	defer s.done()
 	out, stderr := bound.NewBuffer(maxListing), bound.NewBuffer(64<<10)
 	cmd := fileproto.Command(fileproto.OpList, s.workDir, rel, strconv.Itoa(depth), strconv.Itoa(maxListEntries+1))
 	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: cmd, User: ContextUser, Stdout: out, Stderr: stderr})
@@ -398,7 +415,8 @@ func (m *Manager) ListTree(ctx context.Context, id, dir string, depth int) ([]Fi
 	case code != 0:
 		return nil, fileError(code, rel, stderr)
 	case out.Truncated():
-		return nil, fmt.Errorf("list %s in %s: the listing is over %d bytes", rel, id, maxListing)
+		// Too much to list, as too many entries is: long names, not a fault.
+		return nil, Errorf(CodeInvalid, "the listing of %s at depth %d is over %d MiB: list a subdirectory, or less deep", dir, depth, maxListing>>20)
 	}
 	entries, err := fileproto.ParseList(out.String())
 	if err != nil {
@@ -503,7 +521,7 @@ func (m *Manager) fileOp(ctx context.Context, id string, op fileproto.Op, args .
 	if err != nil {
 		return "", 0, nil, err
 	}
-	defer s.touch()
+	defer s.done()
 	out, stderr := bound.NewBuffer(64<<10), bound.NewBuffer(64<<10)
 	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(op, s.workDir, args...), User: ContextUser, Stdout: out, Stderr: stderr})
 	if err == nil && out.Truncated() {
@@ -528,7 +546,7 @@ func (m *Manager) DeleteFile(ctx context.Context, id, p string) error {
 	if err != nil {
 		return err
 	}
-	defer s.touch()
+	defer s.done()
 	stderr := bound.NewBuffer(64 << 10)
 	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: fileproto.Command(fileproto.OpDelete, s.workDir, rel), User: ContextUser, Stderr: stderr})
 	switch {

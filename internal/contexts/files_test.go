@@ -95,8 +95,8 @@ func TestCommandOutputMarker(t *testing.T) {
 	})
 }
 
-// A listing of more entries than maxListEntries is refused, not cut short;
-// one of as many passes.
+// A listing of more entries than maxListEntries, or of more bytes than
+// maxListing, is refused, not cut short; one of as many entries passes.
 func TestListTreeBound(t *testing.T) {
 	rt := newFakeRuntime(nil)
 	m, _ := newTestManager(t, rt, testConfig())
@@ -115,6 +115,16 @@ func TestListTreeBound(t *testing.T) {
 	rt.execOut = entries(maxListEntries + 1)
 	if files, err := m.ListTree(t.Context(), id, "", 3); Code(err) != CodeInvalid {
 		t.Errorf("%d entries: %d listed, %v; want INVALID_REQUEST", maxListEntries+1, len(files), err)
+	}
+	// Fewer entries, of long names, past the bytes a listing may have.
+	long := strings.Repeat("n", 4000)
+	var b strings.Builder
+	for i := 0; b.Len() <= maxListing; i++ {
+		fmt.Fprintf(&b, "f/1/644/1736937000/%s%d\x00", long, i)
+	}
+	rt.execOut = b.String()
+	if files, err := m.ListTree(t.Context(), id, "", 3); Code(err) != CodeInvalid {
+		t.Errorf("a listing over %d bytes: %d listed, %v; want INVALID_REQUEST", maxListing, len(files), err)
 	}
 	for _, depth := range []int{0, maxListDepth + 1} {
 		if _, err := m.ListTree(t.Context(), id, "", depth); Code(err) != CodeInvalid {

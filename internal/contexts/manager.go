@@ -185,20 +185,38 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 			return ctx.Err()
 		}
 	}
-	m.mu.Lock()
-	s := m.contexts[id]
-	delete(m.contexts, id)
-	m.mu.Unlock()
-	if s == nil {
+	s, err := m.get(id)
+	if err != nil {
+		return err
+	}
+	if _, listed := m.unlist(s); !listed {
 		return Errorf(CodeNotFound, "Context not found")
 	}
 	if s.sb == nil {
 		m.admission.release() // its container goes
 	}
+	return m.remove(s)
+}
+
+// unlist takes s out of the contexts, marks it removed, counts it gone and
+// tells of it, once: it does nothing, and returns false, when s is no
+// longer listed, so that of two removals racing (a Delete and the end of
+// its sandbox) only one goes on. It returns s's kernel for the caller to
+// close or shut down; the caller drops s's record when it should go.
+func (m *Manager) unlist(s *liveContext) (k Kernel, listed bool) {
+	m.mu.Lock()
+	listed = m.contexts[s.info.ID] == s
+	if listed {
+		delete(m.contexts, s.info.ID)
+	}
+	m.mu.Unlock()
+	if !listed {
+		return nil, false
+	}
+	k = s.markRemoved()
 	m.metrics.active.Dec()
-	err := m.remove(s)
-	m.events.publish(Event{Type: EventContextDeleted, ContextID: id})
-	return err
+	m.events.publish(Event{Type: EventContextDeleted, ContextID: s.info.ID})
+	return k, true
 }
 
 // remove closes the kernel connection and removes the container, or, for

@@ -64,7 +64,7 @@ func (m *Manager) ListProcesses(ctx context.Context, id string) ([]Process, erro
 	if err != nil {
 		return nil, err
 	}
-	defer s.touch()
+	defer s.done()
 	out, stderr := bound.NewBuffer(16<<20), bound.NewBuffer(64<<10)
 	cmd := fileproto.Command(fileproto.OpProcesses, s.workDir, ".", strconv.Itoa(maxProcesses))
 	code, err := m.rt.Exec(ctx, s.inst, ExecSpec{Cmd: cmd, User: ContextUser, Stdout: out, Stderr: stderr})
@@ -152,8 +152,9 @@ func (m *Manager) GetProcess(ctx context.Context, id string, pid int) (Process, 
 // KillProcess kills the process pid of the context's container with
 // SIGKILL: that process alone, not its children or its process group.
 // Init, the Jupyter server, the kernels and the daemon's own processes
-// cannot be killed. Errors: CodeNotFound, CodeContextDead,
-// CodeProcessNotFound, CodeProcessProtected, CodeRuntimeUnavailable.
+// cannot be killed, nor a process of another user. Errors: CodeNotFound,
+// CodeContextDead, CodeProcessNotFound, CodeProcessProtected,
+// CodeRuntimeUnavailable.
 func (m *Manager) KillProcess(ctx context.Context, id string, pid int) error {
 	p, err := m.GetProcess(ctx, id, pid)
 	if err != nil {
@@ -169,8 +170,11 @@ func (m *Manager) KillProcess(ctx context.Context, id string, pid int) error {
 	case code == fileproto.ExitNotFound:
 		// It ended since it was found.
 		return Errorf(CodeProcessNotFound, "no process %d in the context's container", pid)
+	case code == fileproto.ExitDenied:
+		// kill(2) said EPERM: the process is not the context user's.
+		return Errorf(CodeProcessProtected, "process %d is not the context's user's, which cannot kill it", pid)
 	case code != 0:
-		return fileError(code, ".", stderr)
+		return fmt.Errorf("kill %d in %s: exited with %d: %s", pid, id, code, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }

@@ -1,7 +1,9 @@
 package contexts
 
 import (
+	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -47,5 +49,33 @@ func TestProcessRoles(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("processes =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+// A process the context's user may not signal is refused as protected,
+// not as a path: kill's exit for it is the file protocol's "denied".
+func TestKillDenied(t *testing.T) {
+	rt := newFakeRuntime(nil)
+	m, _ := newTestManager(t, rt, testConfig())
+	id := mustCreate(t, m).ID
+	// One process, 77, of root, alone in its session: no role.
+	listing := "50\x001700000000\x00100\x004096\x00root:x:0:0::/root:/bin/sh\n\x00" +
+		"77\x000\x0077 (sleep) S 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 555 1000 10\x00sleep 100\x00"
+	rt.exec = func(spec ExecSpec) (int, error) {
+		switch {
+		case slices.Contains(spec.Cmd, string(fileproto.OpProcesses)):
+			io.WriteString(spec.Stdout, listing)
+			return 0, nil
+		case slices.Contains(spec.Cmd, string(fileproto.OpKill)):
+			io.WriteString(spec.Stderr, "cannot kill 77")
+			return fileproto.ExitDenied, nil
+		}
+		return 1, nil
+	}
+	if p, err := m.GetProcess(t.Context(), id, 77); err != nil || p.Role != "" {
+		t.Fatalf("process 77: %+v, %v", p, err)
+	}
+	if err := m.KillProcess(t.Context(), id, 77); Code(err) != CodeProcessProtected {
+		t.Errorf("killing a process the user may not signal: %v, want %s", err, CodeProcessProtected)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -188,7 +189,7 @@ func (m *Manager) takeOver(ctx context.Context, s *liveContext) (adopted bool, e
 	}
 	if err := k.Ready(ctx); err != nil {
 		if !busy || m.watchCtx.Err() != nil {
-			k.Close()
+			m.letGo(s, k)
 			return false, err
 		}
 		// A cell that ignores interrupts: the context's next execution
@@ -202,26 +203,31 @@ func (m *Manager) takeOver(ctx context.Context, s *liveContext) (adopted bool, e
 	return true, nil
 }
 
+// letGo closes k, the kernel of s that could not be taken over. On a
+// sandbox's server, which goes on, it is shut down too: nobody would know
+// of it. Not when the daemon detaches: its next run takes it over.
+func (m *Manager) letGo(s *liveContext, k Kernel) {
+	if s.sb == nil || m.watchCtx.Err() != nil {
+		k.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := k.Shutdown(ctx); err != nil {
+		m.log.Warn("could not shut down a kernel of a sandbox that could not be taken over", "context_id", s.info.ID, "sandbox_id", s.sb.id, "error", err)
+	}
+}
+
 // discard removes inst, a container of a previous run that cannot be taken
 // over, and s, its context if it was listed. The record goes only once the
 // container is gone: with it the next start tries again.
 func (m *Manager) discard(inst Instance, s *liveContext, reason error) {
 	if s != nil {
 		defer close(s.recovered)
-		m.mu.Lock()
-		mine := m.contexts[s.info.ID] == s
-		if mine {
-			delete(m.contexts, s.info.ID)
-		}
-		m.mu.Unlock()
-		if !mine {
+		if _, listed := m.unlist(s); !listed {
 			return // Close or Detach took it
 		}
 		m.admission.release()
-		m.metrics.active.Dec()
-		s.markRemoved()
-		// It was listed: whoever watches the contexts sees it go.
-		m.events.publish(Event{Type: EventContextDeleted, ContextID: s.info.ID})
 	}
 	m.log.Info("removing a container left by a previous run", "context_id", inst.ContextID, "instance", inst.ID, "reason", reason)
 	// A fresh bound: the one that ran out taking it over must not fail this.
@@ -298,8 +304,9 @@ func (m *Manager) recoveringSandbox(inst Instance) (*sandbox, error) {
 // its server does not answer.
 func (m *Manager) adoptSandbox(b *sandbox) error {
 	ctx, cancel := context.WithTimeout(m.watchCtx, recoverTimeout)
-	defer cancel()
-	if err := m.kernels.Serve(ctx, m.dialer(b.inst), b.token, b.stopped); err != nil {
+	err := m.kernels.Serve(ctx, m.dialer(b.inst), b.token, b.stopped)
+	cancel()
+	if err != nil {
 		return err
 	}
 	b.mu.Lock()
@@ -308,16 +315,26 @@ func (m *Manager) adoptSandbox(b *sandbox) error {
 		all = append(all, s)
 	}
 	b.mu.Unlock()
+	// In parallel, each within its own recoverTimeout: a kernel busy with
+	// a cell that ignores interrupts holds up no other.
+	var wg sync.WaitGroup
 	for _, s := range all {
-		adopted, err := m.takeOver(ctx, s)
-		if err != nil {
-			m.log.Warn("removing a context of a sandbox whose kernel cannot be taken over", "context_id", s.info.ID, "sandbox_id", b.id, "error", err)
-			m.dropRecovering(s)
-		} else if adopted {
-			m.log.Info("context taken over from a previous run", "context_id", s.info.ID, "sandbox_id", b.id)
-		}
-		close(s.recovered)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(s.recovered)
+			ctx, cancel := context.WithTimeout(m.watchCtx, recoverTimeout)
+			defer cancel()
+			adopted, err := m.takeOver(ctx, s)
+			if err != nil {
+				m.log.Warn("removing a context of a sandbox whose kernel cannot be taken over", "context_id", s.info.ID, "sandbox_id", b.id, "error", err)
+				m.dropRecovering(s)
+			} else if adopted {
+				m.log.Info("context taken over from a previous run", "context_id", s.info.ID, "sandbox_id", b.id)
+			}
+		}()
 	}
+	wg.Wait()
 	b.mu.Lock()
 	if b.status == SandboxRecovering {
 		b.status = SandboxReady
@@ -335,19 +352,9 @@ func (m *Manager) adoptSandbox(b *sandbox) error {
 // dropRecovering unlists s, a context of a sandbox being taken over.
 func (m *Manager) dropRecovering(s *liveContext) {
 	s.sb.forget(s)
-	m.mu.Lock()
-	mine := m.contexts[s.info.ID] == s
-	if mine {
-		delete(m.contexts, s.info.ID)
+	if _, listed := m.unlist(s); listed { // else Close or Detach took it
+		m.store.Drop(s.info.ID)
 	}
-	m.mu.Unlock()
-	if !mine {
-		return // Close or Detach took it
-	}
-	s.markRemoved()
-	m.store.Drop(s.info.ID)
-	m.metrics.active.Dec()
-	m.events.publish(Event{Type: EventContextDeleted, ContextID: s.info.ID})
 }
 
 // discardSandbox removes inst, a sandbox's container of a previous run

@@ -76,7 +76,7 @@ type sandbox struct {
 	// recovered, for a sandbox of a previous run, is closed once it has
 	// been taken over or given up; nil for the others.
 	recovered chan struct{}
-	saving    sync.Mutex // one save of its record at a time
+	saving    sync.Mutex // one save or drop of its record at a time
 
 	mu           sync.Mutex
 	status       SandboxStatus
@@ -84,8 +84,10 @@ type sandbox struct {
 	contexts     map[string]*liveContext
 	defaults     map[string]string // by language: the context of requests that name none
 	starting     int               // contexts being made
+	inFlight     int               // files and commands under way: running to target.done
 	lastActivity time.Time
 	endedAt      time.Time
+	removeFailed bool // stopped, but its container's removal failed
 }
 
 func (b *sandbox) snapshot() SandboxInfo {
@@ -112,12 +114,6 @@ func (b *sandbox) activity() (last time.Time, busy bool) {
 	return last, busy
 }
 
-func (b *sandbox) touch() {
-	b.mu.Lock()
-	b.lastActivity = time.Now().UTC()
-	b.mu.Unlock()
-}
-
 // usable fails unless contexts, files and commands can use b now. The
 // caller holds b.mu.
 func (b *sandbox) usable() error {
@@ -134,10 +130,10 @@ func (b *sandbox) usable() error {
 
 // templateLanguage returns the language a template name stands for.
 func (m *Manager) templateLanguage(name string) (Language, error) {
-	for _, l := range m.cfg.Languages {
-		if name == l.Name || name == l.Name+"-sandbox" {
-			return l, nil
-		}
+	// A language's aliases name its template too, as js-sandbox.
+	base := strings.TrimSuffix(name, "-sandbox")
+	if l, ok := m.language(base); ok && base != "" {
+		return l, nil
 	}
 	return Language{}, Errorf(CodeTemplateNotFound, "no template %q; available: %s (each also as <name>-sandbox)", name, m.languageNames())
 }
@@ -167,6 +163,7 @@ func (m *Manager) WorkingDir(id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	t.done()
 	return t.workDir, nil
 }
 
@@ -323,8 +320,12 @@ func (m *Manager) DefaultContext(ctx context.Context, id, language string) (Info
 		language = l.Name // one default for a language and its aliases
 	}
 	b.mu.Lock()
-	cid := b.defaults[language]
+	cid, err := b.defaults[language], b.usable()
 	b.mu.Unlock()
+	if err != nil {
+		// Its default context is dead, but the sandbox is what is gone.
+		return Info{}, err
+	}
 	if cid != "" {
 		if c, err := m.Get(cid); err == nil {
 			return c, nil
@@ -441,7 +442,8 @@ func (m *Manager) askSpecs(ctx context.Context, b *sandbox) error {
 }
 
 // addToSandbox lists s, a context of a sandbox, in it and in the manager,
-// unless the sandbox stopped meanwhile.
+// unless the sandbox stopped meanwhile. The lock order is a sandbox's b.mu,
+// then m.mu: whoever holds m.mu takes no b.mu.
 func (m *Manager) addToSandbox(s *liveContext) error {
 	b := s.sb
 	b.mu.Lock()
@@ -512,7 +514,11 @@ func (m *Manager) end(ctx context.Context, b *sandbox) error {
 	}
 	b.mu.Lock()
 	if b.status == SandboxStopped {
+		retry := b.removeFailed
 		b.mu.Unlock()
+		if retry {
+			return m.removeSandboxInstance(b)
+		}
 		return nil
 	}
 	b.status = SandboxStopped
@@ -527,48 +533,74 @@ func (m *Manager) end(ctx context.Context, b *sandbox) error {
 	clear(b.defaults)
 	b.mu.Unlock()
 
-	m.mu.Lock()
-	for _, s := range all {
-		delete(m.contexts, s.info.ID)
-	}
-	m.mu.Unlock()
 	for _, s := range all {
 		// The kernels go with the container: no need to shut each down.
-		if k := s.markRemoved(); k != nil {
+		k, listed := m.unlist(s)
+		if !listed {
+			continue // a Delete took it
+		}
+		if k != nil {
 			k.Close()
 		}
 		m.store.Drop(s.info.ID)
-		m.metrics.active.Dec()
-		m.events.publish(Event{Type: EventContextDeleted, ContextID: s.info.ID})
 	}
 	m.admission.release()
+	// After a save under way, which read b as running: one after this sees
+	// it stopped and saves nothing.
+	b.saving.Lock()
 	m.store.Drop(b.id)
-	if err := m.removeInstance(b.id, b.inst); err != nil {
+	b.saving.Unlock()
+	if err := m.removeSandboxInstance(b); err != nil {
 		return err
 	}
 	m.log.Info("sandbox stopped", "sandbox_id", b.id, "contexts", len(all))
 	return nil
 }
 
+// removeSandboxInstance removes b's container, and records whether that
+// failed: a stop or delete of b tries again then, rather than tell of a
+// success while the container runs.
+func (m *Manager) removeSandboxInstance(b *sandbox) error {
+	err := m.removeInstance(b.id, b.inst)
+	b.mu.Lock()
+	b.removeFailed = err != nil
+	b.mu.Unlock()
+	return err
+}
+
 // forgetStopped forgets the oldest stopped sandboxes past keepStopped.
+// It holds m.mu and a sandbox's b.mu never at once: addToSandbox takes
+// them in that order, b.mu then m.mu.
 func (m *Manager) forgetStopped() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var stopped []*sandbox
+	m.mu.RLock()
+	all := make([]*sandbox, 0, len(m.sandboxes))
 	for _, b := range m.sandboxes {
+		all = append(all, b)
+	}
+	m.mu.RUnlock()
+	type ended struct {
+		b  *sandbox
+		at time.Time
+	}
+	var stopped []ended
+	for _, b := range all {
 		b.mu.Lock()
 		if b.status == SandboxStopped {
-			stopped = append(stopped, b)
+			stopped = append(stopped, ended{b, b.endedAt})
 		}
 		b.mu.Unlock()
 	}
 	if len(stopped) <= keepStopped {
 		return
 	}
-	sort.Slice(stopped, func(i, j int) bool { return stopped[i].endedAt.Before(stopped[j].endedAt) })
-	for _, b := range stopped[:len(stopped)-keepStopped] {
-		delete(m.sandboxes, b.id)
+	sort.Slice(stopped, func(i, j int) bool { return stopped[i].at.Before(stopped[j].at) })
+	m.mu.Lock()
+	for _, e := range stopped[:len(stopped)-keepStopped] {
+		if m.sandboxes[e.b.id] == e.b {
+			delete(m.sandboxes, e.b.id)
+		}
 	}
+	m.mu.Unlock()
 }
 
 // removeInstance removes a container. It keeps going when the caller's
@@ -608,8 +640,8 @@ func (m *Manager) watchSandbox(b *sandbox) {
 }
 
 // idleSandboxes returns the sandboxes unused for longer than their idle
-// timeouts at now, in which no code runs and no context is being made,
-// and those whose container died.
+// timeouts at now, in which no code, command or transfer runs and no
+// context is being made, and those whose container died.
 func (m *Manager) idleSandboxes(now time.Time) []*sandbox {
 	m.mu.RLock()
 	all := make([]*sandbox, 0, len(m.sandboxes))
@@ -621,7 +653,7 @@ func (m *Manager) idleSandboxes(now time.Time) []*sandbox {
 	for _, b := range all {
 		b.mu.Lock()
 		last, busy := b.activity()
-		busy = busy || b.starting > 0 // a context being made is in use
+		busy = busy || b.starting > 0 || b.inFlight > 0 // a context being made, a command or a transfer is use
 		if (b.status == SandboxReady || b.status == SandboxDead) && b.idleTimeout > 0 && !busy && now.Sub(last) > b.idleTimeout {
 			found = append(found, b)
 		}

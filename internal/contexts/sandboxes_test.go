@@ -1,10 +1,16 @@
 package contexts
 
 import (
+	"context"
+	"errors"
+	"os"
 	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // mustCreateSandbox creates a sandbox of the python template.
@@ -127,6 +133,7 @@ func tgtOf(t *testing.T, m *Manager, id string) *target {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tgt.done()
 	return tgt
 }
 
@@ -136,6 +143,9 @@ func TestSandboxContainerDies(t *testing.T) {
 	m, _ := newTestManager(t, rt, testConfig())
 	b := mustCreateSandbox(t, m)
 	a, c := inSandbox(t, m, b.ID), inSandbox(t, m, b.ID)
+	if _, err := m.DefaultContext(t.Context(), b.ID, ""); err != nil {
+		t.Fatal(err)
+	}
 	rt.end(b.ID, "killed")
 	for _, id := range []string{a.ID, c.ID} {
 		if st := status(t, m, id); st != StatusDead {
@@ -150,6 +160,10 @@ func TestSandboxContainerDies(t *testing.T) {
 	}
 	if _, err := m.Create(t.Context(), CreateRequest{SandboxID: b.ID}); Code(err) != CodeSandboxStopped {
 		t.Errorf("create in a dead sandbox: %v", err)
+	}
+	// What runs in the sandbox's default context is told the sandbox stopped.
+	if _, err := m.DefaultContext(t.Context(), b.ID, ""); Code(err) != CodeSandboxStopped {
+		t.Errorf("the default context of a dead sandbox: %v", err)
 	}
 }
 
@@ -276,8 +290,10 @@ func TestSandboxCull(t *testing.T) {
 
 		// Its files are activity too.
 		time.Sleep(40 * time.Second)
-		if _, err := m.running(b.ID); err != nil {
+		if tgt, err := m.running(b.ID); err != nil {
 			t.Fatal(err)
+		} else {
+			tgt.done()
 		}
 		time.Sleep(40 * time.Second)
 		synctest.Wait()
@@ -293,6 +309,48 @@ func TestSandboxCull(t *testing.T) {
 			t.Errorf("a context of an idle sandbox: %v", err)
 		}
 	})
+}
+
+// A command, upload or download under way keeps its sandbox from the
+// cull, however long it lasts; the sandbox goes once it ends and the
+// timeout passes.
+func TestSandboxCullSparesCommands(t *testing.T) {
+	for _, viaContext := range []bool{false, true} {
+		bubble(t, map[bool]string{false: "sandbox", true: "context"}[viaContext], func(t *testing.T) {
+			rt := newFakeRuntime(nil)
+			rt.execOut = "done"
+			rt.execGate = make(chan struct{})
+			m, _ := newTestManager(t, rt, testConfig())
+			m.Start()
+			b, err := m.CreateSandbox(t.Context(), SandboxRequest{Template: "python", IdleTimeout: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := b.ID
+			if viaContext {
+				id = inSandbox(t, m, b.ID).ID
+			}
+			ran := make(chan struct{})
+			go func() {
+				// Its result is the fake's, of no matter here.
+				m.RunCommand(t.Context(), id, CommandRequest{Command: "sleep 600", Timeout: time.Hour})
+				close(ran)
+			}()
+			synctest.Wait()
+			time.Sleep(3 * time.Minute)
+			synctest.Wait()
+			if got, _ := m.GetSandbox(b.ID); got.Status != SandboxReady {
+				t.Errorf("a sandbox running a command: %s", got.Status)
+			}
+			close(rt.execGate)
+			<-ran
+			time.Sleep(2 * time.Minute)
+			synctest.Wait()
+			if got, _ := m.GetSandbox(b.ID); got.Status != SandboxStopped {
+				t.Errorf("a sandbox idle past its timeout after its command: %s", got.Status)
+			}
+		})
+	}
 }
 
 // A restart takes a sandbox over with its contexts, each with its own
@@ -385,6 +443,253 @@ func TestSandboxStoppedDuringCreate(t *testing.T) {
 		}
 		if in, _ := m.SandboxContexts(b.ID); len(in) != 0 {
 			t.Errorf("contexts of the stopped sandbox: %+v", in)
+		}
+	})
+}
+
+// Contexts made and deleted in a sandbox while the stopped sandboxes are
+// looked over, as the cull does each second, deadlock nothing: the two
+// take the manager's lock and a sandbox's in the one order.
+func TestSandboxLockOrder(t *testing.T) {
+	m, _ := newTestManager(t, newFakeRuntime(nil), testConfig())
+	b := mustCreateSandbox(t, m)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 500 {
+			c, err := m.Create(t.Context(), CreateRequest{SandboxID: b.ID})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := m.Delete(t.Context(), c.ID); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		default:
+			m.forgetStopped()
+		}
+	}
+}
+
+// dropGate is a Store whose first Drop of id waits for release, after
+// closing reached.
+type dropGate struct {
+	memoryStore
+	id               string
+	reached, release chan struct{}
+
+	mu     sync.Mutex
+	passed bool
+}
+
+func (g *dropGate) Drop(id string) {
+	g.mu.Lock()
+	first := id == g.id && !g.passed
+	g.passed = g.passed || first
+	g.mu.Unlock()
+	if first {
+		close(g.reached)
+		<-g.release
+	}
+}
+
+// A context deleted while its sandbox stops goes once: one context.deleted
+// event, and the active count down by one.
+func TestDeleteRacesSandboxStop(t *testing.T) {
+	store := &dropGate{reached: make(chan struct{}), release: make(chan struct{})}
+	m, _ := newTestManager(t, newFakeRuntime(store), testConfig())
+	b := mustCreateSandbox(t, m)
+	c := inSandbox(t, m, b.ID)
+	events, end := m.Subscribe()
+	defer end()
+	store.id = c.ID
+	deleted := make(chan error, 1)
+	go func() { deleted <- m.Delete(t.Context(), c.ID) }()
+	<-store.reached // Delete is under way
+	if _, err := m.StopSandbox(t.Context(), b.ID); err != nil {
+		t.Fatal(err)
+	}
+	close(store.release)
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for len(events) > 0 {
+		if e := <-events; e.Type == EventContextDeleted && e.ContextID == c.ID {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d context.deleted events, want 1", n)
+	}
+	var g dto.Metric
+	if err := m.metrics.active.Write(&g); err != nil {
+		t.Fatal(err)
+	}
+	if v := g.GetGauge().GetValue(); v != 0 {
+		t.Errorf("active contexts: %v, want 0", v)
+	}
+}
+
+// A template is named as a language is, by its name or an alias, with or
+// without -sandbox after it.
+func TestTemplateAliases(t *testing.T) {
+	cfg := testConfig()
+	cfg.Languages = append(cfg.Languages, JavaScript("js-img"))
+	m, _ := newTestManager(t, newFakeRuntime(nil), cfg)
+	for _, name := range []string{"javascript", "javascript-sandbox", "nodejs", "js-sandbox"} {
+		if l, err := m.templateLanguage(name); err != nil || l.Name != "javascript" {
+			t.Errorf("template %q: %q, %v", name, l.Name, err)
+		}
+	}
+	for _, name := range []string{"", "-sandbox", "ruby-sandbox", "python-sandbox-sandbox"} {
+		if _, err := m.templateLanguage(name); Code(err) != CodeTemplateNotFound {
+			t.Errorf("template %q: %v, want %s", name, err, CodeTemplateNotFound)
+		}
+	}
+}
+
+// saveGate is a DirStore whose Saves of id wait for release, once id is
+// set, after telling reached.
+type saveGate struct {
+	DirStore
+	reached, release chan struct{}
+
+	mu sync.Mutex
+	id string
+}
+
+func (g *saveGate) Save(r Record) error {
+	g.mu.Lock()
+	held := r.ID == g.id
+	g.mu.Unlock()
+	if held {
+		g.reached <- struct{}{}
+		<-g.release
+	}
+	return g.DirStore.Save(r)
+}
+
+// A save of a sandbox's record under way as the sandbox stops does not
+// bring the record back after the stop dropped it: a restart would take
+// a stopped sandbox for one to recover.
+func TestSaveRacesSandboxStop(t *testing.T) {
+	store := &saveGate{DirStore: DirStore(t.TempDir()), reached: make(chan struct{}), release: make(chan struct{})}
+	rt := newFakeRuntime(store)
+	m, _ := newTestManager(t, rt, testConfig())
+	b := mustCreateSandbox(t, m)
+	sb, err := m.getSandbox(b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.mu.Lock()
+	store.id = b.ID
+	store.mu.Unlock()
+	saved := make(chan struct{})
+	go func() { m.saveSandbox(sb); close(saved) }()
+	<-store.reached // it read the sandbox as ready
+	stopped := make(chan error, 1)
+	go func() { _, err := m.StopSandbox(context.Background(), b.ID); stopped <- err }()
+	// The stop goes as far as it may while the save is held: without
+	// waiting for it, up to the container's removal.
+	for got, _ := m.GetSandbox(b.ID); got.Status != SandboxStopped; got, _ = m.GetSandbox(b.ID) {
+		time.Sleep(time.Millisecond)
+	}
+	for deadline := time.Now().Add(time.Second); !rt.wasRemoved(b.ID) && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	close(store.release)
+	<-saved
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if r, err := store.Load(b.ID); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the record of a stopped sandbox: %+v, %v", r, err)
+	}
+}
+
+// A stop whose removal of the container fails says so, and so does each
+// stop or delete after, which tries again, until one removes it.
+func TestSandboxRemoveFails(t *testing.T) {
+	rt := newFakeRuntime(nil)
+	m, _ := newTestManager(t, rt, testConfig())
+	b := mustCreateSandbox(t, m)
+	rt.mu.Lock()
+	rt.failRemove = map[string]bool{b.ID: true}
+	rt.mu.Unlock()
+	for range 2 {
+		if _, err := m.StopSandbox(t.Context(), b.ID); err == nil {
+			t.Error("a stop whose removal failed succeeded")
+		}
+	}
+	if err := m.DeleteSandbox(t.Context(), b.ID); err == nil {
+		t.Error("a delete whose removal failed succeeded")
+	}
+	rt.mu.Lock()
+	rt.failRemove = nil
+	rt.mu.Unlock()
+	if err := m.DeleteSandbox(t.Context(), b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.GetSandbox(b.ID); Code(err) != CodeSandboxNotFound {
+		t.Errorf("a deleted sandbox: %v", err)
+	}
+	if n := len(rt.removedIDs()); n != 4 {
+		t.Errorf("%d removals asked, want 4", n)
+	}
+}
+
+// Each context of a sandbox is taken over within a timeout of its own: a
+// kernel busy with a cell that ignores the interrupt, or one that does not
+// answer, costs the others nothing. The one that does not answer goes, and
+// its kernel is shut down, since the sandbox's server goes on.
+func TestRecoverSandboxSlowKernels(t *testing.T) {
+	bubble(t, "slow kernels", func(t *testing.T) {
+		store := DirStore(t.TempDir())
+		rt := newFakeRuntime(store)
+		m1, ks := newTestManager(t, rt, testConfig())
+		b := mustCreateSandbox(t, m1)
+		busy, mute := inSandbox(t, m1, b.ID), inSandbox(t, m1, b.ID)
+		var good []Info
+		for range 3 {
+			good = append(good, inSandbox(t, m1, b.ID))
+		}
+		busyKernel, muteKernel := kernelIn(t, m1, busy.ID), kernelIn(t, m1, mute.ID)
+		m1.Detach()
+		busyKernel.busy = true
+		busyKernel.hangReady(true)
+		muteKernel.hangReady(true)
+
+		m2, _ := newTestManager(t, rt, testConfig())
+		m2.kernels = ks
+		if err := m2.Recover(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * recoverTimeout)
+		synctest.Wait()
+		if got, err := m2.GetSandbox(b.ID); err != nil || got.Status != SandboxReady || got.Contexts != 4 {
+			t.Fatalf("taken over: %+v, %v", got, err)
+		}
+		for _, c := range append(good, busy) {
+			if st := status(t, m2, c.ID); st != StatusActive {
+				t.Errorf("context %s: %s", c.ID, st)
+			}
+		}
+		if _, err := m2.Get(mute.ID); Code(err) != CodeNotFound {
+			t.Errorf("a context whose kernel does not answer: %v", err)
+		}
+		muteKernel.mu.Lock()
+		shut := muteKernel.shutdown
+		muteKernel.mu.Unlock()
+		if !shut {
+			t.Error("the kernel that does not answer was not shut down")
 		}
 	})
 }

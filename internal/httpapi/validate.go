@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -64,10 +65,15 @@ func checkTimeout(seconds *float64, b bounds) error {
 }
 
 // duration is a request's "timeout" in seconds as a duration; 0, for the
-// default, when it is absent.
+// default, when it is absent. One past what a Duration holds (292 years)
+// is the longest there is: converted as it is, it would wrap to a negative
+// one, refused, where the caller caps it.
 func duration(seconds *float64) time.Duration {
 	if seconds == nil {
 		return 0
+	}
+	if *seconds >= float64(math.MaxInt64)/float64(time.Second) {
+		return math.MaxInt64
 	}
 	return time.Duration(*seconds * float64(time.Second))
 }

@@ -3,9 +3,11 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sandboxd/sandboxd/internal/contexts"
 	"github.com/sandboxd/sandboxd/internal/kernel"
@@ -120,5 +122,19 @@ func TestRelayRefusesBadRequests(t *testing.T) {
 	defer fake.mu.Unlock()
 	if len(fake.executes) != 1 || fake.executes[0].Req.Timeout != 0 {
 		t.Errorf("Execute calls %+v, want one with the default timeout", fake.executes)
+	}
+}
+
+// Seconds past what a Duration holds are the longest duration, for the
+// caller to cap, not one wrapped to negative.
+func TestDurationOverflow(t *testing.T) {
+	for _, secs := range []float64{1e10, 1e19, math.MaxFloat64} {
+		if d := duration(&secs); d != math.MaxInt64 {
+			t.Errorf("%g seconds: %v", secs, d)
+		}
+	}
+	secs := 1.5
+	if d := duration(&secs); d != 1500*time.Millisecond {
+		t.Errorf("1.5 seconds: %v", d)
 	}
 }

@@ -97,7 +97,19 @@ func Start(ctx context.Context, server *Server, name string, opts Options) (*Ker
 	if err != nil {
 		return nil, err
 	}
-	return Attach(ctx, server, id, opts)
+	k, err := Attach(ctx, server, id, opts)
+	if err != nil {
+		// Nobody knows of the kernel but us: left running, it would hold
+		// the server's memory and processes for good. ctx may have ended.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		opts.setDefaults()
+		if serr := server.ShutdownKernel(sctx, id); serr != nil {
+			opts.Log.Warn("could not shut down a kernel that did not start", "kernel_id", id, "error", serr)
+		}
+		return nil, err
+	}
+	return k, nil
 }
 
 // Attach connects to the running kernel id on server, as Start does to the
