@@ -280,7 +280,8 @@ func (p *process) stop(sig os.Signal) {
 // answers; at the end of the test it is stopped as SIGINT does.
 func startProcess(tb testing.TB, bin, owner, socketDir, addr string, args ...string) *process {
 	tb.Helper()
-	args = slices.Concat([]string{"--listen", addr, "--name", owner, "--socket-dir", socketDir, "--workspace-dir", filepath.Join(socketDir, "workspaces"), "--image", testenv.KernelImage(), "--log-level", "warn"}, testenv.DaemonArgs(), args)
+	// No one-shot runners unless the test asks, as in newDaemon.
+	args = slices.Concat([]string{"--listen", addr, "--name", owner, "--socket-dir", socketDir, "--workspace-dir", filepath.Join(socketDir, "workspaces"), "--image", testenv.KernelImage(), "--log-level", "warn", "--runners", "none"}, testenv.DaemonArgs(), args)
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
