@@ -196,6 +196,11 @@ func TestRAGFlowRun(t *testing.T) {
 		if r.Status != "resource_limit_exceeded" || r.ResourceLimitType == nil || *r.ResourceLimitType != "time" || r.ExitCode != -124 || !strings.Contains(r.Stderr, "Execution timeout") || r.Stdout != "started\n" {
 			t.Errorf("%+v", r)
 		}
+		// Code that ignores SIGTERM is killed 2 seconds later.
+		r = d.ragflow(t, "/run", "python", "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ndef main():\n    time.sleep(60)\n", nil)
+		if r.Status != "resource_limit_exceeded" || r.ResourceLimitType == nil || *r.ResourceLimitType != "time" {
+			t.Errorf("SIGTERM ignored: %+v", r)
+		}
 	})
 	t.Run("memory error", func(t *testing.T) {
 		r := d.ragflow(t, "/run", "python", "def main():\n    return bytearray(1 << 50)\n", nil)

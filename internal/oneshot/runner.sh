@@ -77,6 +77,11 @@ printf '\n'
 
 printf '%s\n' "$nonce"
 
+# The spawner wipes and checks itself, once every process is gone.
+if [ "$seed" != 1 ]; then
+	printf '%s\n' "$nonce"
+	exit 0
+fi
 # Wipe every place the program could write, then check that all is as
 # when the runner was made: no file, no process, no IPC object. The
 # spawner's socket stays.
@@ -102,12 +107,9 @@ done
 for ipc in shm sem msg; do
 	{ read -r _ && read -r line; } <"/proc/sysvipc/$ipc" 2>/dev/null && [ -n "$line" ] && printf 'dirty ipc %s\n' "$ipc"
 done
-# The spawner checks the modes itself.
-if [ "$seed" = 1 ]; then
-	set -- $(stat -c %a:%u -- $dirs)
-	printf 'modes %s\n' "$*"
-fi
+set -- $(stat -c %a:%u -- $dirs)
+printf 'modes %s\n' "$*"
 # What the image seeds its user's writable places with: matplotlib's font
 # cache, which takes seconds to build.
-[ "$seed" = 1 ] && [ -d /opt/matplotlib ] && [ -n "${MPLCONFIGDIR:-}" ] && cp -r /opt/matplotlib "$MPLCONFIGDIR"
+[ -d /opt/matplotlib ] && [ -n "${MPLCONFIGDIR:-}" ] && cp -r /opt/matplotlib "$MPLCONFIGDIR"
 printf '%s\n' "$nonce"

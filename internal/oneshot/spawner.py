@@ -4,9 +4,9 @@
 # command and a nonce, carrying the fd that takes the command's stderr;
 # what follows on the connection is the command's stdin, and its stdout
 # goes back on it. Once the command has ended, this process itself kills
-# every process the user has, checks that the writable places are empty,
-# seeds them as the image wants, and ends the stream with the nonce and
-# its verdict. Code cannot forge the verdict: the nonce never leaves this
+# every process the user has, wipes the writable places, checks that they
+# are empty and that no System V IPC object is left, seeds them as the
+# image wants, and ends the stream with the nonce and its verdict. Code cannot forge the verdict: the nonce never leaves this
 # process, which code can neither signal (it is PID 1), nor trace, nor
 # read (it is not dumpable). Nor can code ask for a run: only a peer
 # outside the runner's pid namespace, whose pid the kernel gives as 0, is
@@ -98,11 +98,41 @@ def kill_all():
     return left
 
 
+def remove(path):
+    """Removes path, a directory with all it holds, whatever their modes."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o700)
+        for name in os.listdir(path):
+            remove(os.path.join(path, name))
+        os.rmdir(path)
+    else:
+        os.unlink(path)
+
+
 def clean():
     problems = []
     left = kill_all()
     if left:
         problems.append("processes " + " ".join(left))
+    # No process of the user is left to race the wipe.
+    for place in PLACES:
+        try:
+            names = os.listdir(place)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if place != "/run/sandboxd" or name != "jupyter.sock":
+                try:
+                    remove(os.path.join(place, name))
+                except (OSError, RecursionError):
+                    pass
+    for ipc in ("shm", "sem", "msg"):
+        try:
+            with open("/proc/sysvipc/" + ipc) as f:
+                if len(f.read().splitlines()) > 1:
+                    problems.append("ipc " + ipc)
+        except FileNotFoundError:
+            pass
     for place, allowed in PLACES.items():
         try:
             extra = set(os.listdir(place)) - allowed
