@@ -1,7 +1,7 @@
 // Package oneshot runs code once, statelessly, for the code executors of
 // RAGFlow and Dify: each run is a fresh interpreter process in a warm
-// "runner" container, and the runner is made clean again before the answer
-// goes out, or removed.
+// "runner" container, which is made clean again after the answer goes
+// out, or removed.
 //
 // A runner is a container of a language's kernel image that runs no
 // Jupyter server: its first process is spawner.py, which code can neither
@@ -10,13 +10,19 @@
 // exec where the transport has no socket (exec): it starts the
 // interpreter in /workspace with the code on stdin under a timeout, kills
 // every process of the user (kill -1: the detached ones too), sends the
-// result and the artifacts, wipes every writable place, and checks that
-// no file, process or IPC object is left and that the writable places
-// have the modes of a fresh runner. The spawner then kills and checks
-// once more, itself, and ends the answer with its verdict, which code
-// cannot forge; over exec, the driver's exit status stands for it. Only a
-// runner found clean is used again; any other is removed and replaced in
-// the background.
+// result and the artifacts, then wipes every writable place and checks
+// that no file, process or IPC object is left and that the writable
+// places have the modes of a fresh runner. Over the socket, the spawner
+// does the wipe and the checks itself, and ends the stream with its
+// verdict, which code cannot forge; over exec, the driver's exit status
+// stands for it. For Python, the spawner of a runner found clean starts
+// the next run's interpreter at once, which waits for the run; the
+// spawner then times the program, and runner.sh only reports.
+//
+// Over the socket, the answer goes out once the report is in, before the
+// cleanup; over exec, once the driver has exited. Either way only a runner
+// found clean is used again, and a run waits for one; any other is removed
+// and replaced in the background.
 package oneshot
 
 import (
