@@ -1,7 +1,7 @@
 // Package oneshot runs code once, statelessly, for the code executors of
 // RAGFlow and Dify: each run is a fresh interpreter process in a warm
-// "runner" container, and the runner is made clean again before the answer
-// goes out, or removed.
+// "runner" container, which is made clean again after the answer goes
+// out, or removed.
 //
 // A runner is a container of a language's kernel image that runs no
 // Jupyter server: its first process is spawner.py, which code can neither
@@ -10,13 +10,19 @@
 // exec where the transport has no socket (exec): it starts the
 // interpreter in /workspace with the code on stdin under a timeout, kills
 // every process of the user (kill -1: the detached ones too), sends the
-// result and the artifacts, wipes every writable place, and checks that
-// no file, process or IPC object is left and that the writable places
-// have the modes of a fresh runner. The spawner then kills and checks
-// once more, itself, and ends the answer with its verdict, which code
-// cannot forge; over exec, the driver's exit status stands for it. Only a
-// runner found clean is used again; any other is removed and replaced in
-// the background.
+// result and the artifacts, then wipes every writable place and checks
+// that no file, process or IPC object is left and that the writable
+// places have the modes of a fresh runner. Over the socket, the spawner
+// does the wipe and the checks itself, and ends the stream with its
+// verdict, which code cannot forge; over exec, the driver's exit status
+// stands for it. For Python, the spawner of a runner found clean starts
+// the next run's interpreter at once, which waits for the run; the
+// spawner then times the program, and runner.sh only reports.
+//
+// Over the socket, the answer goes out once the report is in, before the
+// cleanup; over exec, once the driver has exited. Either way only a runner
+// found clean is used again, and a run waits for one; any other is removed
+// and replaced in the background.
 package oneshot
 
 import (
@@ -154,7 +160,7 @@ func New(cfg Config) (*Runners, error) {
 			r.log.Info("no one-shot runners for a language this daemon does not serve", "language", name)
 			continue
 		}
-		r.pools[name] = newPool(r, cfg.Languages[i], program, size)
+		r.pools[name] = newPool(r, cfg.Languages[i], program, prestarted[name], size)
 	}
 	return r, nil
 }
@@ -197,17 +203,21 @@ func (r *Runners) Run(ctx context.Context, req Request) (Result, error) {
 	}
 	// The run goes on if the client goes away, so that the runner is
 	// cleaned up and used again rather than removed mid-run.
-	res, unfit, err := p.run(context.WithoutCancel(ctx), rn, req.Timeout, payload)
-	switch {
-	case err != nil:
+	res, cleaned, err := p.run(context.WithoutCancel(ctx), rn, req.Timeout, payload)
+	if err != nil {
 		p.discard(rn, err)
 		return Result{}, &contexts.Error{Code: CodeRunnerFailed, Message: "the runner failed the run; retry it", Err: err}
-	case unfit != nil:
-		// The run went well, but left what the cleanup cannot undo.
-		p.discard(rn, unfit)
-	default:
-		p.put(rn)
 	}
+	// The answer goes out while the runner is cleaned up; only a runner
+	// found clean is used again. One that is not goes, but the run's
+	// answer stands.
+	go func() {
+		if unfit := <-cleaned; unfit != nil {
+			p.discard(rn, unfit)
+		} else {
+			p.put(rn)
+		}
+	}()
 	return res, nil
 }
 
@@ -227,6 +237,9 @@ type runner struct {
 	// spawned says runs are started by its spawner, over a unix socket;
 	// otherwise by an exec.
 	spawned bool
+	// prestarted says its spawner has started the next run's program,
+	// which waits for the run.
+	prestarted bool
 }
 
 // grace is how long past its timeout a run may take to report and clean
@@ -234,68 +247,102 @@ type runner struct {
 const grace = 15 * time.Second
 
 // run runs the request payload, as runner.py and runner.js read it, in
-// rn. An error means the run failed; unfit, that it went well but rn is
-// not clean: either way rn is not fit for another run.
-func (p *pool) run(ctx context.Context, rn *runner, timeout time.Duration, payload []byte) (res Result, unfit, err error) {
+// rn, and returns its result as soon as it is in: over the spawner, before
+// the cleanup. cleaned then says how the cleanup went: nil when rn is fit
+// for another run. An error means the run failed, and rn is not fit.
+func (p *pool) run(ctx context.Context, rn *runner, timeout time.Duration, payload []byte) (res Result, cleaned <-chan error, err error) {
 	limits := p.r.cfg.Limits
 	nonce := newNonce()
 	stdout := bound.NewText(bound.NewBudget(limits.MaxOutput), nil)
 	stderr := bound.NewText(bound.NewBudget(limits.MaxOutput), nil)
 	split := &splitter{marker: []byte(nonce + "\n"), user: stdout, max: limits.MaxResultBytes + limits.MaxArtifacts*limits.MaxArtifactBytes + 1<<20}
 	ctx, cancel := context.WithTimeout(ctx, timeout+grace)
-	defer cancel()
 	stdin := nonce + "\n" + string(payload)
-	cmd := command(timeout, limits, !rn.spawned, p.program)
-	var verdict string
-	if rn.spawned {
-		verdict, err = p.spawn(ctx, rn, cmd, stdin, split, stderr)
-	} else {
-		var code int
-		code, err = p.r.cfg.Runtime.Exec(ctx, rn.inst, contexts.ExecSpec{Cmd: cmd, User: contexts.ContextUser, Stdin: strings.NewReader(stdin), Stdout: split, Stderr: stderr})
-		if err == nil && code != 0 {
-			err = fmt.Errorf("the runner's driver exited with %d: %s", code, bound.Prefix(stderr.String(), 200))
-		}
+	type outcome struct {
+		verdict string
+		err     error
 	}
-	split.finish()
+	finished := make(chan outcome, 1)
+	stderrDone := make(chan struct{})
+	if rn.spawned {
+		split.answered = make(chan struct{})
+		head := map[string]any{"argv": command(timeout, limits, false, p.program)}
+		if rn.prestarted {
+			head = map[string]any{"argv": afterCommand(limits), "prestarted": true, "timeout": timeout.Seconds()}
+		}
+		go func() {
+			verdict, err := p.spawn(ctx, rn, head, stdin, split, stderr, stderrDone)
+			finished <- outcome{verdict, err}
+		}()
+	} else {
+		close(stderrDone)
+		go func() {
+			code, err := p.r.cfg.Runtime.Exec(ctx, rn.inst, contexts.ExecSpec{Cmd: command(timeout, limits, true, p.program), User: contexts.ContextUser, Stdin: strings.NewReader(stdin), Stdout: split, Stderr: stderr})
+			if err == nil && code != 0 {
+				err = fmt.Errorf("the runner's driver exited with %d: %s", code, bound.Prefix(stderr.String(), 200))
+			}
+			finished <- outcome{err: err}
+		}()
+	}
+	// Over the spawner, the answer is in once the report says so and the
+	// program's stderr has ended; over exec, once the driver has exited.
+	var o outcome
+	over := false
+	select {
+	case <-split.answered:
+		<-stderrDone
+	case o = <-finished:
+		over = true
+	}
+	answer := split.answer
+	if over {
+		split.finish()
+		switch {
+		case o.err != nil:
+		case !split.found:
+			o.err = errors.New("the runner sent no report")
+		case split.tooBig:
+			o.err = errors.New("the runner's report is too large")
+		}
+		if o.err != nil {
+			cancel()
+			return Result{}, nil, o.err
+		}
+		answer = split.report
+	}
 	stdout.Close()
 	stderr.Close()
-	switch {
-	case err != nil:
-		return Result{}, nil, err
-	case !split.found:
-		return Result{}, nil, errors.New("the runner sent no report")
-	case split.tooBig:
-		return Result{}, nil, errors.New("the runner's report is too large")
-	}
-	var dirty string
-	if rn.spawned {
-		// The spawner's verdict ends the stream; nothing but it may. A
-		// runner it finds dirty goes, but the run's answer stands.
-		i := bytes.LastIndex(split.report, []byte(verdict+" "))
-		if i < 0 || !bytes.HasSuffix(split.report, []byte("\n")) || bytes.IndexByte(split.report[i:len(split.report)-1], '\n') >= 0 {
-			return Result{}, nil, errors.New("the spawner gave no verdict")
-		}
-		if v := string(split.report[i+len(verdict)+1 : len(split.report)-1]); v != "ok" {
-			dirty = "the spawner found the runner " + bound.Prefix(v, 300)
-		}
-		split.report = split.report[:i]
-	}
-	rep, err := parseReport(split.report, nonce)
+	res, err = p.result(answer, nonce, timeout, stdout, stderr)
 	if err != nil {
+		cancel()
 		return Result{}, nil, err
 	}
-	switch {
-	case dirty != "":
-		unfit = errors.New(dirty)
-	case len(rep.dirty) > 0:
-		unfit = fmt.Errorf("the cleanup left: %s", strings.Join(rep.dirty, "; "))
-	case rn.modes != "" && rep.modes != rn.modes:
-		unfit = fmt.Errorf("the writable places' modes changed from %q to %q", rn.modes, rep.modes)
+	done := make(chan error, 1)
+	if over {
+		done <- p.checkCleanup(rn, split, nonce, o.verdict)
+		cancel()
+	} else {
+		go func() {
+			defer cancel()
+			o := <-finished
+			if o.err != nil {
+				done <- fmt.Errorf("after the answer: %w", o.err)
+				return
+			}
+			done <- p.checkCleanup(rn, split, nonce, o.verdict)
+		}()
 	}
-	if rn.modes == "" {
-		rn.modes = rep.modes
+	return res, done, nil
+}
+
+// result reads the run's result from the driver's answer.
+func (p *pool) result(answer []byte, nonce string, timeout time.Duration, stdout, stderr *bound.Text) (Result, error) {
+	limits := p.r.cfg.Limits
+	rep, _, err := parseAnswer(answer, nonce)
+	if err != nil {
+		return Result{}, err
 	}
-	res = Result{
+	res := Result{
 		Stdout: stdout.String(), Stderr: stderr.String(), Truncated: stdout.Truncated() || stderr.Truncated(),
 		ExitCode: rep.exitCode, Elapsed: rep.elapsed, Artifacts: rep.artifacts, Skipped: rep.skipped,
 	}
@@ -314,7 +361,43 @@ func (p *pool) run(ctx context.Context, rn *runner, timeout time.Duration, paylo
 	if res.ExitCode != 0 {
 		res.Value = nil
 	}
-	return res, unfit, nil
+	return res, nil
+}
+
+// checkCleanup reads the whole report, once the stream has ended, and
+// says whether the cleanup left rn fit for another run: nil when it did.
+func (p *pool) checkCleanup(rn *runner, split *splitter, nonce, verdict string) error {
+	if split.tooBig {
+		return errors.New("the runner's report is too large")
+	}
+	report := split.report
+	if rn.spawned {
+		// The spawner's verdict ends the stream; nothing but it may.
+		i := bytes.LastIndex(report, []byte(verdict+" "))
+		if i < 0 || !bytes.HasSuffix(report, []byte("\n")) || bytes.IndexByte(report[i:len(report)-1], '\n') >= 0 {
+			return errors.New("the spawner gave no verdict")
+		}
+		if v := string(report[i+len(verdict)+1 : len(report)-1]); v != "ok" {
+			return errors.New("the spawner found the runner " + bound.Prefix(v, 300))
+		}
+		report = report[:i]
+	}
+	rep, err := parseReport(report, nonce)
+	switch {
+	case err != nil:
+		return err
+	case len(rep.dirty) > 0:
+		return fmt.Errorf("the cleanup left: %s", strings.Join(rep.dirty, "; "))
+	case rn.modes != "" && rep.modes != rn.modes:
+		return fmt.Errorf("the writable places' modes changed from %q to %q", rn.modes, rep.modes)
+	}
+	if rn.modes == "" {
+		rn.modes = rep.modes
+	}
+	// A spawner that found the runner clean has started the next run's
+	// program, when the language has one.
+	rn.prestarted = rn.spawned && p.prestart != nil
+	return nil
 }
 
 func newNonce() string {
@@ -330,22 +413,24 @@ type pool struct {
 	r       *Runners
 	lang    contexts.Language
 	program []string
-	size    int
-	idle    chan *runner
-	wake    chan struct{}
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
-	started bool
+	// prestart is the program spawners start ahead of each run, or nil.
+	prestart []string
+	size     int
+	idle     chan *runner
+	wake     chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	started  bool
 
 	mu      sync.Mutex
 	live    map[*runner]bool // idle, busy, or being removed
 	lastErr error            // of the last failed start, nil once one works
 }
 
-func newPool(r *Runners, lang contexts.Language, program []string, size int) *pool {
+func newPool(r *Runners, lang contexts.Language, program, prestart []string, size int) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pool{r: r, lang: lang, program: program, size: size, idle: make(chan *runner, size),
+	return &pool{r: r, lang: lang, program: program, prestart: prestart, size: size, idle: make(chan *runner, size),
 		wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{}), live: map[*runner]bool{}}
 }
 
@@ -403,7 +488,7 @@ func (p *pool) make() (*runner, error) {
 		ContextID: "oneshot-" + p.lang.Name + "-" + uuid.NewString()[:13],
 		Image:     p.lang.Image,
 		Labels:    map[string]string{contexts.LabelRole: roleRunner},
-		Cmd:       []string{"python3", "-I", "-S", "-c", spawner},
+		Cmd:       append([]string{"python3", "-I", "-S", "-c", spawner}, p.prestart...),
 	})
 	if err != nil {
 		return nil, err
@@ -413,9 +498,9 @@ func (p *pool) make() (*runner, error) {
 		p.remove(rn)
 		return nil, err
 	}
-	res, unfit, err := p.run(ctx, rn, 30*time.Second, []byte(`{"code":"","mode":"script"}`))
+	res, cleaned, err := p.run(ctx, rn, 30*time.Second, []byte(`{"code":"","mode":"script"}`))
 	if err == nil {
-		err = unfit
+		err = <-cleaned
 	}
 	if err == nil && res.ExitCode != 0 {
 		err = fmt.Errorf("the interpreter exited with %d: %s", res.ExitCode, bound.Prefix(res.Stderr, 500))
@@ -531,7 +616,13 @@ func (p *pool) waitSpawner(ctx context.Context, rn *runner) (bool, error) {
 // spawn has rn's spawner run cmd, with stdin, and copies its output. It
 // returns the nonce that starts the spawner's verdict, the last line of
 // stdout.
-func (p *pool) spawn(ctx context.Context, rn *runner, cmd []string, stdin string, stdout, stderr io.Writer) (string, error) {
+func (p *pool) spawn(ctx context.Context, rn *runner, head map[string]any, stdin string, stdout, stderr io.Writer, stderrDone chan<- struct{}) (string, error) {
+	copying := false
+	defer func() {
+		if !copying {
+			close(stderrDone)
+		}
+	}()
 	conn, err := p.r.cfg.Runtime.Dial(ctx, rn.inst)
 	if err != nil {
 		return "", err
@@ -548,7 +639,8 @@ func (p *pool) spawn(ctx context.Context, rn *runner, cmd []string, stdin string
 	}
 	defer errR.Close()
 	verdict := newNonce()
-	header, err := json.Marshal(map[string]any{"argv": cmd, "nonce": verdict})
+	head["nonce"] = verdict
+	header, err := json.Marshal(head)
 	if err != nil {
 		errW.Close()
 		return "", err
@@ -571,9 +663,11 @@ func (p *pool) spawn(ctx context.Context, rn *runner, cmd []string, stdin string
 		}
 	}()
 	copied := make(chan struct{})
+	copying = true
 	go func() {
 		defer close(copied)
 		io.Copy(stderr, errR)
+		close(stderrDone)
 	}()
 	_, err = io.Copy(stdout, uc)
 	<-copied

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,12 @@ var interpreters = map[string][]string{
 	"javascript": {"node", "-e", nodeRunner},
 }
 
+// prestarted are the programs a runner's spawner starts ahead of each run,
+// to wait for it: see spawner.py.
+var prestarted = map[string][]string{
+	"python": append(slices.Clone(interpreters["python"]), "prestart"),
+}
+
 // Exit codes of timeout(1) as the driver reports them.
 const (
 	exitTimedOut = 124
@@ -46,8 +53,15 @@ const (
 // whether the driver seeds the writable places, which the spawner does
 // when it runs the command.
 func command(timeout time.Duration, l Limits, seed bool, program []string) []string {
-	return append([]string{"sh", "-c", driver, "sandboxd-runner",
-		strconv.FormatFloat(timeout.Seconds(), 'f', 3, 64),
+	return driverCommand(strconv.FormatFloat(timeout.Seconds(), 'f', 3, 64), l, seed, program)
+}
+
+// afterCommand is the command that reports and cleans up after a program
+// the spawner started ahead and ran.
+func afterCommand(l Limits) []string { return driverCommand("after", l, false, nil) }
+
+func driverCommand(limit string, l Limits, seed bool, program []string) []string {
+	return append([]string{"sh", "-c", driver, "sandboxd-runner", limit,
 		strconv.Itoa(l.MaxArtifacts), strconv.Itoa(l.MaxArtifactBytes), strconv.Itoa(l.MaxResultBytes),
 		map[bool]string{true: "1", false: "0"}[seed]}, program...)
 }
@@ -55,6 +69,7 @@ func command(timeout time.Duration, l Limits, seed bool, program []string) []str
 // report is what the driver says after the program: how it ended, what it
 // left, and whether the container is clean again.
 type report struct {
+	hasRC     bool
 	exitCode  int
 	elapsed   time.Duration // at the resolution of /proc/uptime: 10ms
 	program   []byte        // what the program wrote to fd 3: a line of JSON
@@ -64,33 +79,53 @@ type report struct {
 	modes     string   // of the writable places, to compare with a fresh runner's; "" when the spawner does
 }
 
-// parseReport reads the driver's report: the lines after the first nonce
-// line, up to the second, which must end it.
+// parseReport reads the driver's whole report, from the line after the
+// first nonce line: the answer, up to the second nonce line, then what
+// the cleanup found, up to the third, which must end it.
 func parseReport(b []byte, nonce string) (report, error) {
+	r, b, err := parseAnswer(b, nonce)
+	if err != nil {
+		return r, err
+	}
+	if b, err = parseLines(b, nonce, &r); err != nil {
+		return r, err
+	}
+	if len(b) > 0 {
+		return r, errors.New("output after the report's end")
+	}
+	return r, nil
+}
+
+// parseAnswer reads the report's answer, up to the second nonce line, and
+// returns what follows it.
+func parseAnswer(b []byte, nonce string) (report, []byte, error) {
 	var r report
-	seen := map[string]bool{}
+	b, err := parseLines(b, nonce, &r)
+	if err == nil && !r.hasRC {
+		err = errors.New("the report is incomplete")
+	}
+	return r, b, err
+}
+
+// parseLines reads report lines into r up to the nonce line, and returns
+// what follows it.
+func parseLines(b []byte, nonce string, r *report) ([]byte, error) {
 	for {
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
-			return r, errors.New("the report has no end")
+			return nil, errors.New("the report has no end")
 		}
 		line := string(b[:i])
 		b = b[i+1:]
 		if line == nonce {
-			if len(b) > 0 {
-				return r, errors.New("output after the report's end")
-			}
-			if !seen["rc"] {
-				return r, errors.New("the report is incomplete")
-			}
-			return r, nil
+			return b, nil
 		}
 		word, rest, _ := strings.Cut(line, " ")
-		seen[word] = true
 		var err error
 		switch word {
 		case "rc":
 			r.exitCode, err = strconv.Atoi(rest)
+			r.hasRC = true
 		case "elapsed_cs":
 			var cs int
 			cs, err = strconv.Atoi(rest)
@@ -99,14 +134,14 @@ func parseReport(b []byte, nonce string) (report, error) {
 			// One line, of what the program wrote to fd 3.
 			i := bytes.IndexByte(b, '\n')
 			if i < 0 {
-				return r, errors.New("the program's report has no end")
+				return nil, errors.New("the program's report has no end")
 			}
 			r.program, b = b[:i:i], b[i+1:]
 		case "artifact":
 			sizeText, name, _ := strings.Cut(rest, " ")
 			size, serr := strconv.Atoi(sizeText)
 			if serr != nil || size < 0 || size > len(b) {
-				return r, fmt.Errorf("bad %s size %q", word, sizeText)
+				return nil, fmt.Errorf("bad %s size %q", word, sizeText)
 			}
 			r.artifacts = append(r.artifacts, Artifact{Name: name, MIMEType: mimeType(name), Size: size, Content: b[:size:size]})
 			b = b[size:]
@@ -117,10 +152,10 @@ func parseReport(b []byte, nonce string) (report, error) {
 		case "modes":
 			r.modes = rest
 		default:
-			return r, fmt.Errorf("unknown report line %q", bound.Prefix(line, 80))
+			return nil, fmt.Errorf("unknown report line %q", bound.Prefix(line, 80))
 		}
 		if err != nil {
-			return r, fmt.Errorf("report line %q: %w", bound.Prefix(line, 80), err)
+			return nil, fmt.Errorf("report line %q: %w", bound.Prefix(line, 80), err)
 		}
 	}
 }
@@ -143,15 +178,20 @@ func mimeType(name string) string {
 
 // splitter passes the program's stdout on to user and keeps what follows
 // the first marker, the driver's report, up to max bytes. A marker split
-// across writes is found all the same.
+// across writes is found all the same. When answered is set, it is closed
+// once the report holds the answer, up to the marker's second line: answer
+// then holds it, and is not written again.
 type splitter struct {
-	marker  []byte
-	user    io.Writer
-	max     int
-	pending []byte // the end of what came, which may start a marker
-	report  []byte
-	found   bool
-	tooBig  bool
+	marker   []byte
+	user     io.Writer
+	max      int
+	pending  []byte // the end of what came, which may start a marker
+	report   []byte
+	found    bool
+	tooBig   bool
+	answered chan struct{}
+	answer   []byte
+	scanned  int // of report, for the answer's end
 }
 
 func (s *splitter) Write(p []byte) (int, error) {
@@ -174,6 +214,17 @@ func (s *splitter) Write(p []byte) (int, error) {
 		return n, nil
 	}
 	s.report = append(s.report, p...)
+	if s.answered != nil && s.answer == nil {
+		// The answer starts with the rc line, so its end is a whole line.
+		end := append([]byte{'\n'}, s.marker...)
+		from := max(0, s.scanned-len(end)+1)
+		if i := bytes.Index(s.report[from:], end); i >= 0 {
+			k := from + i + len(end)
+			s.answer = s.report[:k:k]
+			close(s.answered)
+		}
+		s.scanned = len(s.report)
+	}
 	return n, nil
 }
 

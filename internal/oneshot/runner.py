@@ -28,6 +28,28 @@ class LazySite:
         return importlib.machinery.PathFinder.find_spec(name, path, target) if path is None else None
 
 
+if sys.argv[1:] == ["prestart"]:
+    # Started ahead of the run (see spawner.py): wait for the run's
+    # connection, which becomes stdin and stdout, and its stderr. The
+    # socket module is not imported, for the same reason as json.
+    del sys.argv[1:]
+    import _socket
+
+    ctl = _socket.socket(fileno=0)
+    _, anc, _, _ = ctl.recvmsg(1, _socket.CMSG_SPACE(2 * 4))
+    ctl.detach()
+    fds = []
+    for level, kind, data in anc:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += [int.from_bytes(data[i : i + 4], sys.byteorder, signed=True) for i in range(0, len(data) - 3, 4)]
+    if len(fds) != 2:
+        os._exit(90)
+    os.dup2(fds[0], 0)
+    os.dup2(fds[0], 1)
+    os.dup2(fds[1], 2)
+    os.close(fds[0])
+    os.close(fds[1])
+    del ctl, anc, fds
 sys.meta_path.append(LazySite)
 req = eval(sys.stdin.read(), {"__builtins__": {}, "true": True, "false": False, "null": None})
 report = os.fdopen(3, "w", encoding="utf-8")

@@ -1,30 +1,42 @@
 # Runs one program in a one-shot runner, then leaves the container as it
 # was: see protocol.go, which reads what this prints.
 #
-# $1 is the timeout in seconds, $2 the most artifacts to send, $3 the
-# largest artifact and $4 the largest result, in bytes, $5 1 to seed the
-# writable places as the image wants and report their modes (the spawner
-# does both otherwise); the rest is the program. Standard input is a line with a nonce, then the program's own
-# input. The program's stdout and stderr pass straight through; after it
-# and every process it started are gone, stdout gets the report, between
-# two nonce lines. The program never sees the nonce, so it cannot forge
-# a report.
+# $1 is the timeout in seconds, or "after" when the spawner has run the
+# program (see spawner.py); $2 the most artifacts to send, $3 the largest
+# artifact and $4 the largest result, in bytes, $5 1 to seed the writable
+# places as the image wants and report their modes (the spawner does both
+# otherwise); the rest is the program. Standard input is a line with a
+# nonce, then the program's own input, or, after the spawner's run, its
+# exit code and elapsed centiseconds. The program's stdout and stderr pass
+# straight through; after it and every process it started are gone,
+# stdout gets the report, between two nonce lines, then what the cleanup
+# found, up to a third. The program never sees the nonce, so it cannot
+# forge a report.
 IFS= read -r nonce || exit 90
 limit=$1 nart=$2 artmax=$3 resmax=$4 seed=$5
 shift 5
 result=/tmp/.sandboxd-result
 dirs='/workspace /tmp /dev/shm /dev/mqueue /run/sandboxd'
 cd /workspace || exit 91
-read -r t0 _ </proc/uptime
-timeout -k 2 "$limit" "$@" 3>"$result"
-rc=$?
-# Every process this user may signal dies, this one aside: whatever the
-# program left running, detached or not. PID 1, the container's keeper,
-# runs as another user. A fork racing the kill fails, as the kernel wants.
-kill -KILL -1 2>/dev/null
-kill -KILL -1 2>/dev/null
-read -r t1 _ </proc/uptime
-printf '%s\nrc %s\nelapsed_cs %s\n' "$nonce" "$rc" $((${t1%.*}${t1#*.} - ${t0%.*}${t0#*.}))
+if [ "$limit" = after ]; then
+	read -r rc elapsed || exit 90
+else
+	read -r t0 _ </proc/uptime
+	timeout -k 2 "$limit" "$@" 3>"$result"
+	rc=$?
+	# Every process this user may signal dies, this one aside: whatever
+	# the program left running, detached or not. PID 1, the container's
+	# keeper, runs as another user. A fork racing the kill fails, as the
+	# kernel wants.
+	kill -KILL -1 2>/dev/null
+	kill -KILL -1 2>/dev/null
+	read -r t1 _ </proc/uptime
+	elapsed=$((${t1%.*}${t1#*.} - ${t0%.*}${t0#*.}))
+fi
+# The program's stderr ends here, so that the answer may go out before
+# the cleanup.
+exec 2>/dev/null
+printf '%s\nrc %s\nelapsed_cs %s\n' "$nonce" "$rc" "$elapsed"
 
 # Artifacts: regular files of known kinds in artifacts/ or the working dir.
 set --
@@ -63,6 +75,13 @@ printf '\n'
 	done
 }
 
+printf '%s\n' "$nonce"
+
+# The spawner wipes and checks itself, once every process is gone.
+if [ "$seed" != 1 ]; then
+	printf '%s\n' "$nonce"
+	exit 0
+fi
 # Wipe every place the program could write, then check that all is as
 # when the runner was made: no file, no process, no IPC object. The
 # spawner's socket stays.
@@ -88,12 +107,9 @@ done
 for ipc in shm sem msg; do
 	{ read -r _ && read -r line; } <"/proc/sysvipc/$ipc" 2>/dev/null && [ -n "$line" ] && printf 'dirty ipc %s\n' "$ipc"
 done
-# The spawner checks the modes itself.
-if [ "$seed" = 1 ]; then
-	set -- $(stat -c %a:%u -- $dirs)
-	printf 'modes %s\n' "$*"
-fi
+set -- $(stat -c %a:%u -- $dirs)
+printf 'modes %s\n' "$*"
 # What the image seeds its user's writable places with: matplotlib's font
 # cache, which takes seconds to build.
-[ "$seed" = 1 ] && [ -d /opt/matplotlib ] && [ -n "${MPLCONFIGDIR:-}" ] && cp -r /opt/matplotlib "$MPLCONFIGDIR"
+[ -d /opt/matplotlib ] && [ -n "${MPLCONFIGDIR:-}" ] && cp -r /opt/matplotlib "$MPLCONFIGDIR"
 printf '%s\n' "$nonce"
