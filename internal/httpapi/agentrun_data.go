@@ -347,18 +347,7 @@ func handleAgentRunDownload(log *slog.Logger, svc contextService) http.HandlerFu
 			writeError(w, r, log, err)
 			return
 		}
-		f, body, err := svc.OpenFile(r.Context(), c.ID, p)
-		if err != nil {
-			writeError(w, r, log, err)
-			return
-		}
-		defer body.Close()
-		setDownloadHeaders(w.Header(), f.Name)
-		w.Header().Set("Content-Length", strconv.FormatInt(f.Size, 10))
-		w.WriteHeader(http.StatusOK)
-		if _, err := io.Copy(w, body); err != nil && r.Context().Err() == nil {
-			log.Warn("file download broke off", "path", r.URL.Path, "error", err)
-		}
+		serveFile(w, r, log, svc, c.ID, p)
 	}
 }
 

@@ -124,20 +124,26 @@ func handleGetFile(log *slog.Logger, svc contextService) http.HandlerFunc {
 			writeError(w, r, log, err)
 			return
 		}
-		f, body, err := svc.OpenFile(r.Context(), chi.URLParam(r, "id"), p)
-		if err != nil {
-			writeError(w, r, log, err)
-			return
-		}
-		defer body.Close()
-		setDownloadHeaders(w.Header(), f.Name)
-		w.Header().Set("Content-Length", strconv.FormatInt(f.Size, 10))
-		w.WriteHeader(http.StatusOK)
-		if _, err := io.Copy(w, body); err != nil && r.Context().Err() == nil {
-			// Too late for an error body: the short response tells the
-			// client, as its Content-Length is not reached.
-			log.Warn("file download broke off", "path", r.URL.Path, "error", err)
-		}
+		serveFile(w, r, log, svc, chi.URLParam(r, "id"), p)
+	}
+}
+
+// serveFile answers with the raw bytes of the file at p in the context or
+// sandbox id.
+func serveFile(w http.ResponseWriter, r *http.Request, log *slog.Logger, svc contextService, id, p string) {
+	f, body, err := svc.OpenFile(r.Context(), id, p)
+	if err != nil {
+		writeError(w, r, log, err)
+		return
+	}
+	defer body.Close()
+	setDownloadHeaders(w.Header(), f.Name)
+	w.Header().Set("Content-Length", strconv.FormatInt(f.Size, 10))
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, body); err != nil && r.Context().Err() == nil {
+		// Too late for an error body: the short response tells the
+		// client, as its Content-Length is not reached.
+		log.Warn("file download broke off", "path", r.URL.Path, "error", err)
 	}
 }
 
