@@ -108,22 +108,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer rt.Close()
 	}
 
-	if cfg.OneShot {
-		rep, err := b.runOneShot(ctx)
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-		defer cancel()
-		if cerr := b.cleanup(cctx); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))
-		}
-		if err != nil {
-			return err
-		}
-		if cfg.JSON {
-			return rep.writeJSON(stdout)
-		}
-		return rep.writeTable(stdout)
+	var rep interface {
+		writeJSON(io.Writer) error
+		writeTable(io.Writer) error
 	}
-	rep, err := b.run(ctx)
+	if cfg.OneShot {
+		rep, err = b.runOneShot(ctx)
+	} else {
+		rep, err = b.run(ctx)
+	}
 	// Clean up even after Ctrl-C: ctx is done then, so use one of our own.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
