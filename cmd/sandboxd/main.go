@@ -57,6 +57,8 @@ type config struct {
 	StateDir       string
 	Network        string
 	Runtime        string
+	Platform       string
+	Kube           kubeConfig
 	AllowEgress    bool
 	EgressPorts    portList
 	EgressMaxConns int
@@ -253,6 +255,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory, read by sandboxd alone, for the records that let a restarted daemon take its contexts over; empty is --socket-dir")
 	fs.StringVar(&c.Network, "network", "none", "network of context containers: none, or the name of a user-defined network (docker network create), which every context then reaches unfiltered; host, bridge, default and container:<id> are refused")
 	fs.StringVar(&c.Runtime, "runtime", "", "OCI runtime of context containers as registered in the engine: empty for its default (runc), runsc for gVisor")
+	fs.StringVar(&c.Platform, "platform", "docker", "where contexts run: docker (a container per context on the Docker engine) or kubernetes (a pod per context; see the --kube-* flags)")
+	c.Kube.flags(fs)
 	fs.BoolVar(&c.AllowEgress, "allow-egress", false, `let contexts created with "network": true reach the public internet over HTTP(S), through a proxy in the daemon that refuses private, loopback and link-local addresses`)
 	fs.Var(&c.EgressPorts, "egress-ports", "ports a context may connect to through the egress proxy, comma-separated; others are refused with 403")
 	fs.IntVar(&c.EgressMaxConns, "egress-max-conns", egress.DefaultMaxConns, "most connections a context may have open through the egress proxy at once (tunnels, requests and idle kept-alive ones); more are refused with 429")
@@ -331,6 +335,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, errors.New("--run-timeout must be positive and --runner-wait not negative")
 	case len(c.EgressPorts) == 0:
 		return c, errors.New("--egress-ports must name a port; leave out --allow-egress to give contexts no network")
+	case c.Platform != "docker" && c.Platform != "kubernetes":
+		return c, fmt.Errorf("--platform must be docker or kubernetes, not %q", c.Platform)
+	case c.Platform == "kubernetes" && c.AllowEgress:
+		return c, errors.New("--allow-egress is not served on Kubernetes: contexts there have no network")
+	}
+	if c.Platform == "kubernetes" && !given["runners"] && getenv("SANDBOXD_RUNNERS") == "" {
+		// One-shot runners are reached over a unix socket, which pods do
+		// not share with the daemon.
+		c.Runners = poolSizes{}
 	}
 	if err := checkNetwork(c.Network); err != nil {
 		return c, err
@@ -433,7 +446,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log = slog.New(slog.NewTextHandler(logOut, opts))
 	}
 
-	rt, err := newRuntime(ctx, cfg, log)
+	rt, err := newPlatform(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -476,8 +489,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := mgr.Recover(pctx); err != nil {
 		// Keep serving: /readyz tells when the engine is back.
 		log.Warn("could not clean up after a previous run", "error", err)
-	} else if err := rt.PruneWorkspaces(pctx); err != nil {
-		log.Warn("could not remove the workspaces of a previous run", "error", err)
+	} else if err := rt.AfterRecover(pctx); err != nil {
+		log.Warn("could not clean up after a previous run", "error", err)
 	}
 	cancel()
 	mgr.Start()

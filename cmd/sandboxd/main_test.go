@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/apitest"
+	"github.com/sandboxd/sandboxd/internal/contexts"
 	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/kubernetes"
 	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
@@ -28,7 +30,7 @@ type daemon struct {
 	url       string
 	owner     string
 	socketDir string
-	rt        *docker.Runtime
+	rt        testRuntime
 	validator *apitest.Validator
 	stop      context.CancelFunc
 	done      chan error
@@ -49,10 +51,7 @@ func startDaemon(tb testing.TB, args ...string) *daemon {
 	tb.Helper()
 	testenv.RequireDocker(tb)
 	d := &daemon{owner: testenv.Owner(tb), socketDir: testenv.SocketDir(tb), validator: apitest.New(tb), done: make(chan error, 1)}
-	rt, err := docker.New(docker.Config{Owner: d.owner, SocketDir: d.socketDir})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	rt := newTestRuntime(tb, d.owner, d.socketDir)
 	d.rt = rt
 	tb.Cleanup(func() {
 		// Whatever a failed test left behind.
@@ -65,7 +64,7 @@ func startDaemon(tb testing.TB, args ...string) *daemon {
 	addr := freeAddr(tb)
 	d.url = "http://" + addr
 	// No one-shot runners unless the test asks: they are containers too.
-	args = slices.Concat([]string{"--listen", addr, "--name", d.owner, "--socket-dir", d.socketDir, "--workspace-dir", tb.TempDir(), "--image", testenv.KernelImage(), "--log-level", "warn", "--runners", "none"}, testenv.DaemonArgs(), args)
+	args = slices.Concat([]string{"--listen", addr, "--name", d.owner, "--kube-replica", d.owner, "--socket-dir", d.socketDir, "--workspace-dir", tb.TempDir(), "--image", testenv.KernelImage(), "--log-level", "warn", "--runners", "none"}, testenv.DaemonArgs(), args)
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stop = cancel
 	go func() { d.done <- run(ctx, args, func(string) string { return "" }, io.Discard, os.Stderr) }()
@@ -90,6 +89,33 @@ func startDaemon(tb testing.TB, args ...string) *daemon {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// testRuntime is what tests look at a daemon's instances with.
+type testRuntime interface {
+	List(ctx context.Context) ([]contexts.Instance, error)
+	Remove(ctx context.Context, inst contexts.Instance) error
+	Exec(ctx context.Context, inst contexts.Instance, spec contexts.ExecSpec) (int, error)
+	Close() error
+}
+
+// newTestRuntime reaches the instances of the daemon named owner, on the
+// platform the tests run on (testenv.Kubeconfig).
+func newTestRuntime(tb testing.TB, owner, socketDir string) testRuntime {
+	tb.Helper()
+	var rt testRuntime
+	var err error
+	if k := testenv.Kubeconfig(); k != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		rt, err = kubernetes.New(ctx, kubernetes.Config{Kubeconfig: k, Owner: owner, Replica: owner})
+	} else {
+		rt, err = docker.New(docker.Config{Owner: owner, SocketDir: socketDir})
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rt
 }
 
 // waitHealthy waits until a daemon started elsewhere (a process, a

@@ -15,11 +15,11 @@ import (
 	"github.com/sandboxd/sandboxd/internal/egress"
 )
 
-// newRuntime makes the Docker runtime cfg describes, checks it against the
+// newDockerRuntime makes the Docker runtime cfg describes, checks it against the
 // engine, and says in the log what it can and cannot do there: sized
 // workspaces, the transport to the kernels, the engine host's addresses
 // for egress.
-func newRuntime(ctx context.Context, cfg config, log *slog.Logger) (*docker.Runtime, error) {
+func newDockerRuntime(ctx context.Context, cfg config, log *slog.Logger) (*docker.Runtime, error) {
 	// Images are kept per daemon name, so that each prunes only its own.
 	workspaceDir := filepath.Join(cfg.WorkspaceDir, cfg.Name)
 	workspaceBytes := int64(cfg.WorkspaceSize)
@@ -95,3 +95,9 @@ func newRuntime(ctx context.Context, cfg config, log *slog.Logger) (*docker.Runt
 	}
 	return rt, nil
 }
+
+// dockerPlatform removes, after recovery, the sized workspaces of the
+// contexts that were not taken over.
+type dockerPlatform struct{ *docker.Runtime }
+
+func (p dockerPlatform) AfterRecover(ctx context.Context) error { return p.PruneWorkspaces(ctx) }

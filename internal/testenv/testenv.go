@@ -33,12 +33,30 @@ func KernelImage() string {
 // runs the tests that touch the transport once more with exec.
 func Transport() string { return os.Getenv("SANDBOXD_TEST_TRANSPORT") }
 
+// Kubeconfig is the cluster test daemons run their contexts in, as pods:
+// $SANDBOXD_TEST_KUBECONFIG, which make test-kube sets to the cluster
+// scripts/kube/up.sh starts; "" runs them on the Docker engine.
+func Kubeconfig() string { return os.Getenv("SANDBOXD_TEST_KUBECONFIG") }
+
+// KubeDaemonCIDRs are the addresses a daemon on this host reaches pods
+// from: the pod network's bridge.
+func KubeDaemonCIDRs() string {
+	if c := os.Getenv("SANDBOXD_TEST_KUBE_DAEMON_CIDRS"); c != "" {
+		return c
+	}
+	return "10.244.0.1/32"
+}
+
 // DaemonArgs are the flags every test daemon gets from the environment.
 func DaemonArgs() []string {
+	var args []string
 	if t := Transport(); t != "" {
-		return []string{"--transport", t}
+		args = append(args, "--transport", t)
 	}
-	return nil
+	if k := Kubeconfig(); k != "" {
+		args = append(args, "--platform", "kubernetes", "--kubeconfig", k, "--kube-daemon-cidrs", KubeDaemonCIDRs())
+	}
+	return args
 }
 
 // EngineSocket is the unix socket of the engine the tests use: the one

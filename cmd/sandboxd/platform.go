@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/sandboxd/sandboxd/internal/contexts"
+	"github.com/sandboxd/sandboxd/internal/kubernetes"
+)
+
+// platform is the runtime contexts run on, with what the daemon does with
+// it besides running contexts.
+type platform interface {
+	contexts.Runtime
+	// AfterRecover cleans up what a previous run left that recovery did
+	// not take over.
+	AfterRecover(ctx context.Context) error
+	Close() error
+}
+
+// newPlatform makes the runtime --platform names.
+func newPlatform(ctx context.Context, cfg config, log *slog.Logger) (platform, error) {
+	if cfg.Platform == "kubernetes" {
+		return newKubeRuntime(ctx, cfg, log)
+	}
+	rt, err := newDockerRuntime(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	return dockerPlatform{rt}, nil
+}
+
+// kubeConfig is what the --kube-* flags say.
+type kubeConfig struct {
+	Kubeconfig     string
+	Namespace      string
+	Replica        string
+	Transport      string
+	RuntimeClass   string
+	PullPolicy     string
+	ActiveDeadline time.Duration
+	DaemonSelector string
+	DaemonCIDRs    string
+}
+
+func (k *kubeConfig) flags(fs *flag.FlagSet) {
+	fs.StringVar(&k.Kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster contexts run in (--platform kubernetes); empty is the config of the pod sandboxd runs in")
+	fs.StringVar(&k.Namespace, "kube-namespace", "", "namespace of the contexts' pods; empty is the kubeconfig's, or sandboxd's own pod's")
+	fs.StringVar(&k.Replica, "kube-replica", "", "name of this replica of sandboxd: the pods it drives carry it; empty is $POD_NAME, or the host name")
+	fs.StringVar(&k.Transport, "kube-transport", kubernetes.TransportIP, "how sandboxd reaches a pod's Jupyter server: ip (the pod's address: in the cluster, or on a node) or exec (a relay over the API server's exec, where pods' addresses cannot be reached)")
+	fs.StringVar(&k.RuntimeClass, "kube-runtime-class", "", "runtimeClassName of the contexts' pods (gVisor, Kata); empty is the cluster's default")
+	fs.StringVar(&k.PullPolicy, "kube-pull-policy", string(corev1.PullIfNotPresent), "imagePullPolicy of the contexts' pods: Always, IfNotPresent or Never")
+	fs.DurationVar(&k.ActiveDeadline, "kube-active-deadline", 24*time.Hour, "activeDeadlineSeconds of the contexts' pods: the cluster ends a pod this old whatever sandboxd does; 0 is none")
+	fs.StringVar(&k.DaemonSelector, "kube-daemon-selector", "app.kubernetes.io/name=sandboxd", "labels of sandboxd's own pods, as name=value,...: the only pods that contexts' pods take connections from")
+	fs.StringVar(&k.DaemonCIDRs, "kube-daemon-cidrs", "", "addresses that contexts' pods take connections from besides sandboxd's pods, as CIDR ranges, comma-separated: where sandboxd runs outside the cluster")
+}
+
+// newKubeRuntime connects to the cluster --kubeconfig names.
+func newKubeRuntime(ctx context.Context, cfg config, log *slog.Logger) (*kubePlatform, error) {
+	k := cfg.Kube
+	replica := k.Replica
+	if replica == "" {
+		replica = os.Getenv("POD_NAME")
+	}
+	if replica == "" {
+		replica, _ = os.Hostname()
+	}
+	selector, err := parseLabels(k.DaemonSelector)
+	if err != nil {
+		return nil, fmt.Errorf("--kube-daemon-selector: %w", err)
+	}
+	var cidrs []string
+	for _, c := range strings.Split(k.DaemonCIDRs, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			cidrs = append(cidrs, c)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	rt, err := kubernetes.New(cctx, kubernetes.Config{
+		Kubeconfig:     k.Kubeconfig,
+		Namespace:      k.Namespace,
+		Owner:          cfg.Name,
+		Replica:        replica,
+		Transport:      k.Transport,
+		RuntimeClass:   k.RuntimeClass,
+		PullPolicy:     corev1.PullPolicy(k.PullPolicy),
+		ActiveDeadline: k.ActiveDeadline,
+		DaemonSelector: selector,
+		DaemonCIDRs:    cidrs,
+		Limits: kubernetes.Limits{
+			Memory:        int64(cfg.Memory),
+			CPUs:          cfg.CPUs,
+			TmpSize:       int64(cfg.TmpSize),
+			WorkspaceSize: max(int64(cfg.WorkspaceSize), 0),
+		},
+		Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("contexts run as pods", "namespace", rt.Namespace(), "replica", replica, "transport", k.Transport)
+	return &kubePlatform{rt}, nil
+}
+
+// parseLabels reads name=value,...
+func parseLabels(s string) (map[string]string, error) {
+	labels := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not name=value", part)
+		}
+		labels[k] = v
+	}
+	return labels, nil
+}
+
+type kubePlatform struct{ *kubernetes.Runtime }
+
+func (*kubePlatform) AfterRecover(context.Context) error { return nil }
