@@ -102,7 +102,7 @@ type Runtime struct {
 	stop     chan struct{}
 	watchMu  sync.Mutex
 	watchers map[string]func(exit string) // by pod name: who waits for its end
-	calls    sync.WaitGroup                // of watchers being called
+	calls    sync.WaitGroup               // of watchers being called
 }
 
 var _ contexts.Runtime = (*Runtime)(nil)
