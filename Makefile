@@ -2,7 +2,7 @@
 # against real containers.
 GO ?= go
 
-.PHONY: build images browser up down test test-exec test-podman test-soak fuzz unit lint bench clean
+.PHONY: build images browser up down test test-exec test-podman test-kube test-soak fuzz unit lint bench clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/sandboxd ./cmd/sandboxd
@@ -26,7 +26,7 @@ browser:
 # browser) fail, not skip, when it is missing.
 test: images browser
 	SANDBOXD_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -timeout 45m ./...
-	$(MAKE) test-exec test-podman
+	$(MAKE) test-exec test-podman test-kube
 
 # The end-to-end tests of what goes between the daemon and its kernels.
 # TestInterruptKeepsState is not among them: over exec it once waited out
@@ -48,6 +48,16 @@ test-podman: images
 	PODMAN_SOCK=$(PODMAN_SOCK) ./scripts/podman.sh
 	DOCKER_HOST=unix://$(PODMAN_SOCK) SANDBOXD_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -timeout 15m -run '^($(PODMAN_TESTS))$$' ./cmd/sandboxd/
 	DOCKER_HOST=unix://$(PODMAN_SOCK) SANDBOXD_REQUIRE_DOCKER=1 SANDBOXD_TEST_TRANSPORT=exec $(GO) test -race -count=1 -timeout 15m -run '^(TestEndToEnd|TestEgress|TestRestartKeepsContexts)$$' ./cmd/sandboxd/
+
+# The tests of the API, and those of Kubernetes' own, with contexts as pods
+# of a real one-node cluster that scripts/kube/up.sh starts beside the Docker
+# engine (its binaries are built once into a cache outside the repository)
+# and scripts/kube/down.sh removes.
+KUBE_TESTS = TestEndToEnd|TestStreaming|TestInterruptKeepsState|TestEnvAndWorkingDir|TestFilesRoundTrip|TestFilesPaths|TestFilesWithTheKernel|TestCommands|TestAbandonedExecIsKilled|TestExecutionsOnOneContextTakeTurns|TestDeleteWhileExecuting|TestWarmPool|TestRestartKeepsContexts|TestRestartWithBusyKernel|TestKube.*
+test-kube: images
+	@kubeconfig=$$(./scripts/kube/up.sh) && \
+	SANDBOXD_REQUIRE_DOCKER=1 SANDBOXD_TEST_KUBECONFIG=$$kubeconfig $(GO) test -race -count=1 -timeout 30m -run '^($(KUBE_TESTS))$$' ./cmd/sandboxd/; \
+	status=$$?; ./scripts/kube/down.sh; exit $$status
 
 # 1,000 create/execute/delete cycles instead of make test's 40; about half
 # an hour on 2 cores, where every cycle starts a kernel.

@@ -281,7 +281,7 @@ func (p *process) stop(sig os.Signal) {
 func startProcess(tb testing.TB, bin, owner, socketDir, addr string, args ...string) *process {
 	tb.Helper()
 	// No one-shot runners unless the test asks, as in newDaemon.
-	args = slices.Concat([]string{"--listen", addr, "--name", owner, "--socket-dir", socketDir, "--workspace-dir", filepath.Join(socketDir, "workspaces"), "--image", testenv.KernelImage(), "--log-level", "warn", "--runners", "none"}, testenv.DaemonArgs(), args)
+	args = slices.Concat([]string{"--listen", addr, "--name", owner, "--kube-replica", owner, "--socket-dir", socketDir, "--workspace-dir", filepath.Join(socketDir, "workspaces"), "--image", testenv.KernelImage(), "--log-level", "warn", "--runners", "none"}, testenv.DaemonArgs(), args)
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

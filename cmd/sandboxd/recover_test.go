@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/apitest"
-	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
@@ -32,10 +31,7 @@ type procDaemon struct {
 func newProcDaemon(t *testing.T) *procDaemon {
 	testenv.RequireDocker(t)
 	r := &procDaemon{bin: buildDaemon(t), owner: testenv.Owner(t), socketDir: testenv.SocketDir(t), addr: freeAddr(t)}
-	rt, err := docker.New(docker.Config{Owner: r.owner, SocketDir: r.socketDir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rt := newTestRuntime(t, r.owner, r.socketDir)
 	t.Cleanup(func() {
 		insts, _ := rt.List(context.Background())
 		for _, inst := range insts {
