@@ -2,7 +2,9 @@
 # Stops what scripts/kube/up.sh started and removes what it and its
 # components left on the host: mounts, network namespaces, the pod bridge,
 # iptables chains, nftables tables, ipsets, cgroups, sysctls and files
-# outside the state directory. Keeps only the state directory's logs.
+# outside the state directory. Keeps the state directory's logs and the
+# images imported into its containerd (importing them again would take
+# minutes); SANDBOXD_KUBE_PURGE=1 removes those too.
 # Safe to run when nothing is up. Leaves Docker's containers, networks and
 # rules alone: everything it removes is named or recorded by the cluster.
 set -uo pipefail
@@ -60,7 +62,7 @@ if alive containerd; then
 fi
 stop containerd
 for p in /proc/[0-9]*; do # shims of this containerd
-	tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "-address $SOCK " && kill -9 "${p#/proc/}" 2>/dev/null
+	tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "-address $SOCK " && kill -9 "${p#/proc/}" 2>/dev/null
 done
 log "processes stopped"
 
@@ -131,5 +133,11 @@ if awk -v d="$DIR/" 'index($5, d) == 1 { found = 1 } END { exit !found }' /proc/
 	echo "kube/down: mounts are left under $DIR; not removing it" >&2
 	exit 1
 fi
-[[ -d $DIR ]] && find "$DIR" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf --one-file-system {} +
+keep=(-name logs -o -name containerd)
+[[ ${SANDBOXD_KUBE_PURGE:-} == 1 ]] && keep=(-false)
+if [[ -d $DIR ]]; then
+	find "$DIR" -mindepth 1 -maxdepth 1 ! \( "${keep[@]}" \) -exec rm -rf --one-file-system {} +
+	find "$DIR/containerd" -mindepth 1 -maxdepth 1 ! -name root ! -name imported -exec rm -rf --one-file-system {} + 2>/dev/null
+	rm -rf "$DIR/containerd/root/io.containerd.grpc.v1.cri"
+fi
 log "done"

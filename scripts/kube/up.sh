@@ -216,7 +216,8 @@ docker images --format '{{.Repository}}:{{.Tag}} {{.ID}}' |
 		log "imported $name"
 	done
 
-wait_for kube-apiserver 60 kubectl get --raw /readyz
+wait_for kube-apiserver 60 curl -sf --cacert "$PKI/ca.crt" -H "Authorization: Bearer $(token_of admin)" \
+	"https://127.0.0.1:$API_PORT/readyz"
 
 cat >"$DIR/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
