@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
 # Builds what the test cluster runs into a cache outside the repository,
 # keyed by version, and does nothing when it is already there: Kubernetes'
-# binaries and the NetworkPolicy enforcer from the Go module proxy, etcd
-# and the CNI plugins from Debian's packages. Prints the cache's path.
+# binaries and the NetworkPolicy enforcer (kube-router's firewall) from the
+# Go module proxy, etcd, the CNI plugins and ipset from Debian's packages,
+# and the pause program. Prints the cache's path.
+#
+# kube-router rather than kube-network-policies: the latter only works with
+# nftables' queue expression, which kernels without CONFIG_NFT_QUEUE lack.
 set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-v1.34.4}
-KNP_VERSION=${KNP_VERSION:-v0.8.0}
+KUBE_ROUTER_VERSION=${KUBE_ROUTER_VERSION:-v2.1.0}
 ETCD_DEB=${ETCD_DEB:-pool/main/e/etcd/etcd-server_3.5.16-4_amd64.deb}
 CNI_DEB=${CNI_DEB:-pool/main/g/golang-github-containernetworking-plugins/containernetworking-plugins_1.1.1+ds1-3+b17_amd64.deb}
+IPSET_DEBS=${IPSET_DEBS:-pool/main/i/ipset/ipset_7.17-1_amd64.deb pool/main/i/ipset/libipset13_7.17-1_amd64.deb}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 GO_VERSION=$(go env GOVERSION)
-CACHE=${SANDBOXD_CACHE:-/var/cache/sandboxd}/kube/$KUBE_VERSION-knp$KNP_VERSION-$GO_VERSION
+CACHE=${SANDBOXD_CACHE:-/var/cache/sandboxd}/kube/$KUBE_VERSION-kr$KUBE_ROUTER_VERSION-$GO_VERSION
 BIN=$CACHE/bin
 mkdir -p "$BIN"
 
 log() { echo "kube/build: $*" >&2; }
 
-kube_bins=(kube-apiserver kubelet kube-scheduler kube-controller-manager kubectl)
+kube_bins=(kube-apiserver kubelet kube-scheduler kube-controller-manager kube-proxy kubectl)
 missing=()
 for b in "${kube_bins[@]}"; do [[ -x $BIN/$b ]] || missing+=("$b"); done
 if ((${#missing[@]})); then
@@ -50,10 +55,14 @@ if ((${#missing[@]})); then
 	(cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$BIN/" "${pkgs[@]}")
 fi
 
-if [[ ! -x $BIN/kube-network-policies ]]; then
-	log "building kube-network-policies $KNP_VERSION"
-	GOBIN=$BIN CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kube-network-policies/cmd/kube-network-policies@$KNP_VERSION" >&2 ||
-		GOBIN=$BIN CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kube-network-policies/cmd@$KNP_VERSION" >&2
+if [[ ! -x $BIN/kube-router ]]; then
+	log "building kube-router $KUBE_ROUTER_VERSION"
+	GOBIN=$BIN CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION" >&2
+fi
+
+if [[ ! -x $BIN/pause ]]; then
+	log "building pause"
+	(cd "$(dirname "$0")/pause" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/pause" .)
 fi
 
 fetch_deb() { # deb-in-mirror path-in-deb dest
@@ -72,5 +81,10 @@ if [[ ! -x $CACHE/cni/bridge ]]; then
 	log "fetching the CNI plugins"
 	mkdir -p "$CACHE/cni"
 	fetch_deb "$CNI_DEB" usr/lib/cni/. "$CACHE/cni"
+fi
+if [[ ! -x $CACHE/ipset/usr/sbin/ipset ]]; then
+	log "fetching ipset"
+	mkdir -p "$CACHE/ipset"
+	for deb in $IPSET_DEBS; do fetch_deb "$deb" . "$CACHE/ipset"; done
 fi
 echo "$CACHE"
