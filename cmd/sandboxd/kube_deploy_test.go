@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,10 +31,11 @@ func TestKubeDeploy(t *testing.T) {
 	overlay := writeOverlay(t, k.ns)
 	key := rand.Text()
 
+	dump := sync.OnceFunc(func() { k.dump(t) })
 	// Whatever a failed test left: all of it is in the namespace.
 	t.Cleanup(func() {
 		if t.Failed() {
-			k.dump(t)
+			dump()
 		}
 		k.run("delete", "namespace", k.ns, "--ignore-not-found", "--wait=false")
 	})
@@ -59,15 +61,33 @@ func TestKubeDeploy(t *testing.T) {
 		service = replicas[0]
 	}
 
-	t.Run("wrong key", func(t *testing.T) {
-		d := &daemon{url: service.url, validator: service.validator, auth: http.Header{"Authorization": {"Bearer wrong"}}}
-		if status := d.call(t, "GET", "/api/v1/contexts", nil, nil); status != http.StatusUnauthorized {
-			t.Errorf("list with a wrong key: %d, want 401", status)
+	t.Run("key required", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", service.url+"/api/v1/contexts", nil)
+		req.Header.Set("Authorization", "Bearer wrong")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("list with a wrong key: %d, want 401", resp.StatusCode)
 		}
 	})
 	t.Run("seed flow through the service", func(t *testing.T) {
 		seedFlow(t, k, service, service)
 	})
+
+	t.Run("command through the API server's exec", func(t *testing.T) {
+		id := service.create(t)
+		if r := service.command(t, id, map[string]any{"command": "id -u"}); r.ExitCode != 0 || r.Stdout != "61000\n" {
+			t.Errorf("id -u: %+v", r)
+		}
+		if status := service.call(t, "DELETE", "/api/v1/contexts/"+id, nil, nil); status != http.StatusNoContent {
+			t.Errorf("delete: status %d", status)
+		}
+	})
+	// A second replica serving the contexts of the first goes here:
+	// seedFlow(t, k, replicas[0], replicas[1]).
 
 	t.Run("shutdown removes the contexts", func(t *testing.T) {
 		id := service.create(t)
@@ -79,7 +99,11 @@ func TestKubeDeploy(t *testing.T) {
 		k.waitNone(t, "sandboxd.owner")
 	})
 
-	k.must(t, "delete", "-k", overlay, "--wait", "--timeout=3m")
+	if t.Failed() {
+		dump()
+	}
+	// The deployment is gone already.
+	k.must(t, "delete", "-k", overlay, "--ignore-not-found", "--wait", "--timeout=3m")
 	if out, err := k.run("get", "namespace", k.ns, "-o", "name"); err == nil {
 		t.Errorf("namespace left after delete -k: %s", out)
 	}
@@ -207,7 +231,12 @@ func writeOverlay(tb testing.TB, ns string) string {
 		tb.Fatal(err)
 	}
 	dir := tb.TempDir()
-	kustomization := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: " + ns + "\nresources:\n  - " + base + "\n"
+	// kustomize takes no absolute path of a kustomization.
+	rel, err := filepath.Rel(dir, base)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kustomization := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: " + ns + "\nresources:\n  - " + rel + "\n"
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
 		tb.Fatal(err)
 	}
