@@ -32,6 +32,7 @@ type daemon struct {
 	socketDir string
 	rt        testRuntime
 	validator *apitest.Validator
+	auth      http.Header // sent with every call: credentials
 	stop      context.CancelFunc
 	done      chan error
 	stopOnce  sync.Once
@@ -177,6 +178,9 @@ func (d *daemon) callWith(tb testing.TB, header http.Header, method, path string
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range d.auth {
+		req.Header[k] = v
 	}
 	for k, v := range header {
 		req.Header[k] = v
