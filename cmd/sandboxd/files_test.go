@@ -11,7 +11,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -470,7 +469,7 @@ func TestFilesSpecial(t *testing.T) {
 		}
 		t.Logf("GET %s refused in %v", p, time.Since(start))
 	}
-	if procs := containerProcesses(t, id); strings.Contains(procs, "fifo") {
+	if procs := d.processes(t, id); strings.Contains(procs, "fifo") {
 		t.Errorf("left running:\n%s", procs)
 	}
 	var list struct{ Files []fileEntryJSON }
@@ -486,15 +485,19 @@ func TestFilesSpecial(t *testing.T) {
 	}
 }
 
-// containerProcesses returns what docker top says of context id's
-// container: every process in it, with its command line.
-func containerProcesses(tb testing.TB, id string) string {
+// processes returns the command lines of every process in context id's
+// container or pod, one a line, read from /proc through the runtime.
+func (d *daemon) processes(tb testing.TB, id string) string {
 	tb.Helper()
-	out, err := exec.Command("docker", "top", "sandboxd-"+id, "-eo", "pid,args").CombinedOutput()
-	if err != nil {
-		tb.Fatalf("docker top: %v: %s", err, out)
+	var out bytes.Buffer
+	inst := contexts.Instance{ContextID: id, ID: "sandboxd-" + id}
+	script := `for p in /proc/[0-9]*; do tr '\0' ' ' < "$p/cmdline" 2>/dev/null; echo; done`
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := d.rt.Exec(ctx, inst, contexts.ExecSpec{Cmd: []string{"sh", "-c", script}, User: contexts.ContextUser, Stdout: &out}); err != nil {
+		tb.Fatalf("list processes: %v", err)
 	}
-	return string(out)
+	return out.String()
 }
 
 // The engine has no call to stop an exec: one whose caller gave up (a
@@ -505,14 +508,14 @@ func TestAbandonedExecIsKilled(t *testing.T) {
 	id := d.create(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	inst := contexts.Instance{ID: "sandboxd-" + id}
+	inst := contexts.Instance{ContextID: id, ID: "sandboxd-" + id}
 	execErr := make(chan error, 1)
 	go func() {
 		_, err := d.rt.Exec(ctx, inst, contexts.ExecSpec{Cmd: []string{"sh", "-c", "sleep 41 & sleep 42"}, User: contexts.ContextUser})
 		execErr <- err
 	}()
 	// Give up on it once it runs, as a client that goes away does.
-	for deadline := time.Now().Add(time.Minute); !strings.Contains(containerProcesses(t, id), "sleep 42"); time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(d.processes(t, id), "sleep 42"); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the exec did not start")
 		}
@@ -523,7 +526,7 @@ func TestAbandonedExecIsKilled(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		procs := containerProcesses(t, id)
+		procs := d.processes(t, id)
 		if !strings.Contains(procs, "sleep 4") {
 			break
 		}
