@@ -337,8 +337,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, errors.New("--egress-ports must name a port; leave out --allow-egress to give contexts no network")
 	case c.Platform != "docker" && c.Platform != "kubernetes":
 		return c, fmt.Errorf("--platform must be docker or kubernetes, not %q", c.Platform)
-	case c.Platform == "kubernetes" && c.AllowEgress:
-		return c, errors.New("--allow-egress is not served on Kubernetes: contexts there have no network")
 	}
 	if c.Platform == "kubernetes" && !given["runners"] && getenv("SANDBOXD_RUNNERS") == "" {
 		// One-shot runners are reached over a unix socket, which pods do

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -12,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/sandboxd/sandboxd/internal/contexts"
+	"github.com/sandboxd/sandboxd/internal/egress"
 	"github.com/sandboxd/sandboxd/internal/kubernetes"
 )
 
@@ -48,6 +51,7 @@ type kubeConfig struct {
 	ActiveDeadline time.Duration
 	DaemonSelector string
 	DaemonCIDRs    string
+	EgressAddress  string
 }
 
 func (k *kubeConfig) flags(fs *flag.FlagSet) {
@@ -59,6 +63,7 @@ func (k *kubeConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&k.PullPolicy, "kube-pull-policy", string(corev1.PullIfNotPresent), "imagePullPolicy of the contexts' pods: Always, IfNotPresent or Never")
 	fs.DurationVar(&k.ActiveDeadline, "kube-active-deadline", 24*time.Hour, "activeDeadlineSeconds of the contexts' pods: the cluster ends a pod this old whatever sandboxd does; 0 is none")
 	fs.StringVar(&k.DaemonSelector, "kube-daemon-selector", "app.kubernetes.io/name=sandboxd", "labels of sandboxd's own pods, as name=value,...: the only pods that contexts' pods take connections from")
+	fs.StringVar(&k.EgressAddress, "kube-egress-address", "", `address of sandboxd's that contexts' pods reach its egress proxy at (--allow-egress); empty is $POD_IP`)
 	fs.StringVar(&k.DaemonCIDRs, "kube-daemon-cidrs", "", "addresses that contexts' pods take connections from besides sandboxd's pods, as CIDR ranges, comma-separated: where sandboxd runs outside the cluster")
 }
 
@@ -82,6 +87,17 @@ func newKubeRuntime(ctx context.Context, cfg config, log *slog.Logger) (*kubePla
 			cidrs = append(cidrs, c)
 		}
 	}
+	var egressProxy *egress.Proxy
+	egressAddress := k.EgressAddress
+	if cfg.AllowEgress {
+		egressProxy = &egress.Proxy{Logger: log, Ports: cfg.EgressPorts, MaxConns: cfg.EgressMaxConns, Deny: func() []netip.Prefix { return cfg.EgressDeny }}
+		if egressAddress == "" {
+			egressAddress = os.Getenv("POD_IP")
+		}
+		if egressAddress == "" {
+			return nil, errors.New("--allow-egress on Kubernetes needs --kube-egress-address, or $POD_IP in a pod")
+		}
+	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	rt, err := kubernetes.New(cctx, kubernetes.Config{
@@ -95,6 +111,8 @@ func newKubeRuntime(ctx context.Context, cfg config, log *slog.Logger) (*kubePla
 		ActiveDeadline: k.ActiveDeadline,
 		DaemonSelector: selector,
 		DaemonCIDRs:    cidrs,
+		Egress:         egressProxy,
+		EgressAddress:  egressAddress,
 		Limits: kubernetes.Limits{
 			Memory:        int64(cfg.Memory),
 			CPUs:          cfg.CPUs,

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/apitest"
+	"github.com/sandboxd/sandboxd/internal/contexts"
 	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
@@ -70,8 +71,13 @@ func TestRestartKeepsContexts(t *testing.T) {
 	d.execute(t, c.ContextID, "x = 42", 0)
 	first.stop(syscall.SIGKILL)
 
-	// Removed while no daemon watched.
-	if err := exec.Command("docker", "rm", "-f", "-v", "sandboxd-"+gone).Run(); err != nil {
+	// Removed while no daemon watched: on Docker, the container alone, so
+	// that the restarted daemon must remove its workspace image.
+	if testenv.Kubeconfig() != "" {
+		if err := d.rt.Remove(context.Background(), contexts.Instance{ContextID: gone, ID: "sandboxd-" + gone}); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := exec.Command("docker", "rm", "-f", "-v", "sandboxd-"+gone).Run(); err != nil {
 		t.Fatal(err)
 	}
 

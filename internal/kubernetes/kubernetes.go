@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sandboxd/sandboxd/internal/contexts"
+	"github.com/sandboxd/sandboxd/internal/egress"
 )
 
 // Labels every object of ours carries. The sandboxd. prefix is ours.
@@ -87,8 +88,12 @@ type Config struct {
 	// DaemonCIDRs are addresses the daemon connects to pods from when it
 	// does not run in a pod of the cluster (on a node, say).
 	DaemonCIDRs []string
-	Limits      Limits
-	Log         *slog.Logger // nil: discard
+	// Egress serves the contexts that ask for networking; nil refuses
+	// them. Pods reach it at EgressAddress, an address of the daemon's.
+	Egress        *egress.Proxy
+	EgressAddress string
+	Limits        Limits
+	Log           *slog.Logger // nil: discard
 }
 
 // Runtime runs contexts as pods.
@@ -103,6 +108,9 @@ type Runtime struct {
 	watchMu  sync.Mutex
 	watchers map[string]func(exit string) // by pod name: who waits for its end
 	calls    sync.WaitGroup               // of watchers being called
+
+	egressMu sync.Mutex
+	egress   map[string]net.Listener // by context id: where its proxy is served
 }
 
 var _ contexts.Runtime = (*Runtime)(nil)
@@ -123,6 +131,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	default:
 		return nil, fmt.Errorf("kubernetes transport %q is neither ip nor exec", cfg.Transport)
 	}
+	if cfg.Egress != nil && net.ParseIP(cfg.EgressAddress) == nil {
+		return nil, fmt.Errorf("egress needs the address pods reach the daemon at, not %q", cfg.EgressAddress)
+	}
 	if cfg.PullPolicy == "" {
 		cfg.PullPolicy = corev1.PullIfNotPresent
 	}
@@ -136,7 +147,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	r := &Runtime{cfg: cfg, rest: restCfg, cs: cs, log: cfg.Log, stop: make(chan struct{}), watchers: map[string]func(string){}}
+	r := &Runtime{cfg: cfg, rest: restCfg, cs: cs, log: cfg.Log, stop: make(chan struct{}), watchers: map[string]func(string){}, egress: map[string]net.Listener{}}
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0,
 		informers.WithNamespace(cfg.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = labelOwner + "=" + cfg.Owner }))
@@ -186,6 +197,12 @@ func restConfig(kubeconfig string) (*rest.Config, string, error) {
 
 // Close stops watching pods. Nothing is called after it returns.
 func (r *Runtime) Close() error {
+	r.egressMu.Lock()
+	for id, l := range r.egress {
+		l.Close()
+		delete(r.egress, id)
+	}
+	r.egressMu.Unlock()
 	r.watchMu.Lock()
 	close(r.stop)
 	clear(r.watchers)
@@ -240,6 +257,7 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 // Remove deletes the pod, its Secret and its NetworkPolicy; what is
 // already gone counts as removed.
 func (r *Runtime) Remove(ctx context.Context, inst contexts.Instance) error {
+	r.closeEgress(inst.ContextID)
 	name := podName(inst.ContextID)
 	ns := r.cfg.Namespace
 	now := metav1.DeleteOptions{GracePeriodSeconds: new(int64)}

@@ -38,13 +38,13 @@ func Transport() string { return os.Getenv("SANDBOXD_TEST_TRANSPORT") }
 // scripts/kube/up.sh starts; "" runs them on the Docker engine.
 func Kubeconfig() string { return os.Getenv("SANDBOXD_TEST_KUBECONFIG") }
 
-// KubeDaemonCIDRs are the addresses a daemon on this host reaches pods
-// from: the pod network's bridge.
-func KubeDaemonCIDRs() string {
-	if c := os.Getenv("SANDBOXD_TEST_KUBE_DAEMON_CIDRS"); c != "" {
-		return c
+// KubeHostAddress is the address pods and a daemon on this host reach
+// each other at: the host's side of the pod network's bridge.
+func KubeHostAddress() string {
+	if a := os.Getenv("SANDBOXD_TEST_KUBE_HOST_ADDRESS"); a != "" {
+		return a
 	}
-	return "10.244.0.1/32"
+	return "10.244.0.1"
 }
 
 // DaemonArgs are the flags every test daemon gets from the environment.
@@ -54,7 +54,7 @@ func DaemonArgs() []string {
 		args = append(args, "--transport", t)
 	}
 	if k := Kubeconfig(); k != "" {
-		args = append(args, "--platform", "kubernetes", "--kubeconfig", k, "--kube-daemon-cidrs", KubeDaemonCIDRs())
+		args = append(args, "--platform", "kubernetes", "--kubeconfig", k, "--kube-daemon-cidrs", KubeHostAddress()+"/32", "--kube-egress-address", KubeHostAddress())
 	}
 	return args
 }
