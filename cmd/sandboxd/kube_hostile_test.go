@@ -15,7 +15,9 @@ import (
 
 // What contexts on Kubernetes must be kept from. TestBombsHitLimits, which
 // runs on the cluster too when SANDBOXD_TEST_KUBECONFIG is set, covers the
-// fork and memory bombs.
+// fork and memory bombs: a pod has no process limit of its own, so the fork
+// bomb is stopped only where the kubelet's podPidsLimit is set (256, as
+// --pids is on Docker).
 
 // Code in a context's pod connects to nothing: not the internet, not its
 // node (on its own address or the pod network's gateway, which is the node
