@@ -56,6 +56,7 @@ test-podman: images
 KUBE_TESTS = TestEndToEnd|TestStreaming|TestInterruptKeepsState|TestEnvAndWorkingDir|TestFilesRoundTrip|TestFilesPaths|TestFilesWithTheKernel|TestCommands|TestAbandonedExecIsKilled|TestExecutionsOnOneContextTakeTurns|TestDeleteWhileExecuting|TestWarmPool|TestRestartKeepsContexts|TestRestartWithBusyKernel|TestKube.*
 test-kube: images
 	@kubeconfig=$$(./scripts/kube/up.sh) && \
+	SANDBOXD_REQUIRE_DOCKER=1 SANDBOXD_TEST_KUBECONFIG=$$kubeconfig $(GO) test -race -count=1 -timeout 10m ./internal/kubernetes/ && \
 	SANDBOXD_REQUIRE_DOCKER=1 SANDBOXD_TEST_KUBECONFIG=$$kubeconfig $(GO) test -race -count=1 -timeout 30m -run '^($(KUBE_TESTS))$$' ./cmd/sandboxd/; \
 	status=$$?; ./scripts/kube/down.sh; exit $$status
 

@@ -52,6 +52,9 @@ type kubeConfig struct {
 	DaemonSelector string
 	DaemonCIDRs    string
 	EgressAddress  string
+	// UnenforcedNetwork runs contexts even where the cluster does not
+	// enforce their NetworkPolicy.
+	UnenforcedNetwork bool
 }
 
 func (k *kubeConfig) flags(fs *flag.FlagSet) {
@@ -65,6 +68,7 @@ func (k *kubeConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&k.DaemonSelector, "kube-daemon-selector", "app.kubernetes.io/name=sandboxd", "labels of sandboxd's own pods, as name=value,...: the only pods that contexts' pods take connections from")
 	fs.StringVar(&k.EgressAddress, "kube-egress-address", "", `address of sandboxd's that contexts' pods reach its egress proxy at (--allow-egress); empty is $POD_IP`)
 	fs.StringVar(&k.DaemonCIDRs, "kube-daemon-cidrs", "", "addresses that contexts' pods take connections from besides sandboxd's pods, as CIDR ranges, comma-separated: where sandboxd runs outside the cluster")
+	fs.BoolVar(&k.UnenforcedNetwork, "kube-unenforced-network", false, "start even when the cluster does not enforce NetworkPolicy, which sandboxd checks at start with a canary pod: contexts' code can then reach the pod network, the node and the API server; for trusted code only")
 }
 
 // newKubeRuntime connects to the cluster --kubeconfig names.
@@ -124,8 +128,30 @@ func newKubeRuntime(ctx context.Context, cfg config, log *slog.Logger) (*kubePla
 	if err != nil {
 		return nil, err
 	}
+	if err := checkNetworkPolicy(cctx, rt, cfg.Image, k.UnenforcedNetwork, log); err != nil {
+		rt.Close()
+		return nil, err
+	}
 	log.Info("contexts run as pods", "namespace", rt.Namespace(), "replica", replica, "transport", k.Transport)
 	return &kubePlatform{rt}, nil
+}
+
+// checkNetworkPolicy refuses a cluster where contexts' NetworkPolicy is
+// not enforced, unless unenforced allows it: then it says so loudly.
+func checkNetworkPolicy(ctx context.Context, rt *kubernetes.Runtime, image string, unenforced bool, log *slog.Logger) error {
+	start := time.Now()
+	err := rt.CheckNetworkPolicy(ctx, image)
+	switch {
+	case err == nil:
+		log.Info("the cluster enforces contexts' NetworkPolicy", "took", time.Since(start).Round(time.Millisecond))
+		return nil
+	case unenforced:
+		log.Error("contexts' NetworkPolicy is NOT enforced: their code can reach the network, the node and the API server; running anyway because of --kube-unenforced-network", "error", err)
+		return nil
+	case errors.Is(err, kubernetes.ErrNetworkNotEnforced):
+		return fmt.Errorf("refusing to run contexts: %w. Install a network plugin or NetworkPolicy controller that enforces egress rules (Calico, Cilium, kube-router, kube-network-policies), or pass --kube-unenforced-network to run anyway", err)
+	}
+	return fmt.Errorf("could not check that the cluster enforces contexts' NetworkPolicy: %w (pass --kube-unenforced-network to start without the check passing)", err)
 }
 
 // parseLabels reads name=value,...

@@ -268,10 +268,11 @@ func (r *Runtime) Remove(ctx context.Context, inst contexts.Instance) error {
 	)
 }
 
-// List returns the pods this replica drives, running or not.
+// List returns the pods this replica drives, running or not; the
+// canary's are not contexts.
 func (r *Runtime) List(ctx context.Context) ([]contexts.Instance, error) {
 	pods, err := r.cs.CoreV1().Pods(r.cfg.Namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: labelOwner + "=" + r.cfg.Owner + "," + labelReplica + "=" + r.cfg.Replica,
+		LabelSelector: labelOwner + "=" + r.cfg.Owner + "," + labelReplica + "=" + r.cfg.Replica + ",!" + labelCanary,
 	})
 	if err != nil {
 		return nil, unavailable(err, "list pods")

@@ -227,6 +227,9 @@ cgroupDriver: cgroupfs
 failSwapOn: false
 failCgroupV1: false
 makeIPTablesUtilChains: false
+# Kubernetes has no per-pod process limit of its own: a fork bomb in a
+# context stops here, as at the Docker platform's --pids.
+podPidsLimit: 256
 podLogsDir: $DIR/pod-logs
 address: $NODE_IP
 healthzBindAddress: 127.0.0.1
@@ -282,10 +285,13 @@ chmod +x "$DIR/bin/ipset"
 start kube-router env PATH="$DIR/bin:$PATH" "$BIN/kube-router" --kubeconfig "$KUBECONFIG" \
 	--run-firewall=true --run-router=false --run-service-proxy=false \
 	--hostname-override "$NODE" --service-cluster-ip-range "$SERVICE_CIDR" \
-	--metrics-port 0 --health-port 0
+	--metrics-port 0 --health-port 20244
+# With --health-port 0, kube-router v2.1.0 dies at start on a nil health
+# controller, and then nothing enforces NetworkPolicy.
 
 node_ready() { kubectl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True; }
 wait_for "node Ready" 60 node_ready
+alive kube-router || { echo "kube/up: kube-router died: $LOGS/kube-router.log" >&2; tail -5 "$LOGS/kube-router.log" >&2; exit 1; }
 wait_for "default ServiceAccount" 60 kubectl -n default get serviceaccount default
 
 smoke=$(kubectl create -o name -f - <<EOF
