@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/sandboxd/sandboxd/internal/contexts"
 	"github.com/sandboxd/sandboxd/internal/egress"
@@ -140,6 +141,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	// client-go logs through klog, straight to stderr unless told: into
+	// the daemon's log instead.
+	klog.SetSlogLogger(cfg.Log.With("component", "client-go"))
 	// The daemon's own requests come in bursts (a pool filling, a
 	// recovery): client-go's default of 5 per second would throttle them.
 	restCfg.QPS, restCfg.Burst = 200, 400
