@@ -53,7 +53,7 @@ test-podman: images
 # of a real one-node cluster that scripts/kube/up.sh starts beside the Docker
 # engine (its binaries are built once into a cache outside the repository)
 # and scripts/kube/down.sh removes.
-KUBE_TESTS = TestEndToEnd|TestStreaming|TestInterruptKeepsState|TestEnvAndWorkingDir|TestFilesRoundTrip|TestFilesPaths|TestFilesWithTheKernel|TestCommands|TestAbandonedExecIsKilled|TestExecutionsOnOneContextTakeTurns|TestDeleteWhileExecuting|TestWarmPool|TestRestartKeepsContexts|TestRestartWithBusyKernel|TestKube.*
+KUBE_TESTS = TestEndToEnd|TestBombsHitLimits|TestStreaming|TestInterruptKeepsState|TestEnvAndWorkingDir|TestFilesRoundTrip|TestFilesPaths|TestFilesWithTheKernel|TestCommands|TestAbandonedExecIsKilled|TestExecutionsOnOneContextTakeTurns|TestDeleteWhileExecuting|TestWarmPool|TestRestartKeepsContexts|TestRestartWithBusyKernel|TestKube.*
 test-kube: images
 	@kubeconfig=$$(./scripts/kube/up.sh) && \
 	SANDBOXD_REQUIRE_DOCKER=1 SANDBOXD_TEST_KUBECONFIG=$$kubeconfig $(GO) test -race -count=1 -timeout 10m ./internal/kubernetes/ && \
