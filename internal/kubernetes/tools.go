@@ -51,11 +51,12 @@ func (r *Runtime) Endpoint(ctx context.Context, contextID string) (dial func(con
 // MemoryUsage returns the memory a context's pod uses now, in bytes, as
 // docker stats counts a container's: its cgroup's usage less the page
 // cache the kernel can drop at once (inactive files). It reads the
-// container's cgroup (v2) from inside, so it needs no metrics server.
+// container's cgroup (v2, or v1 on older nodes) from inside, so it needs
+// no metrics server.
 func (r *Runtime) MemoryUsage(ctx context.Context, contextID string) (uint64, error) {
 	var out, stderr bytes.Buffer
 	inst := contexts.Instance{ContextID: contextID, ID: podName(contextID)}
-	code, err := r.exec(ctx, inst, []string{"cat", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat"}, nil, &out, &stderr)
+	code, err := r.exec(ctx, inst, []string{"sh", "-c", readMemory}, nil, &out, &stderr)
 	if err == nil && code != 0 {
 		err = fmt.Errorf("cat exited with %d: %s", code, bytes.TrimSpace(stderr.Bytes()))
 	}
@@ -69,18 +70,24 @@ func (r *Runtime) MemoryUsage(ctx context.Context, contextID string) (uint64, er
 	return usage, nil
 }
 
-// parseMemory reads memory.current followed by memory.stat.
+// readMemory prints the cgroup's usage, then its memory.stat.
+const readMemory = `cd /sys/fs/cgroup && { cat memory.current memory.stat 2>/dev/null || cat memory/memory.usage_in_bytes memory/memory.stat; }`
+
+// parseMemory reads a cgroup's usage followed by its memory.stat. v1's
+// also says total_inactive_file, the same for a container's cgroup, which
+// has none below it.
 func parseMemory(r io.Reader) (uint64, error) {
 	sc := bufio.NewScanner(r)
 	if !sc.Scan() {
-		return 0, errors.New("no memory.current")
+		return 0, errors.New("no memory usage")
 	}
 	usage, err := strconv.ParseUint(strings.TrimSpace(sc.Text()), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("memory.current: %w", err)
+		return 0, fmt.Errorf("memory usage: %w", err)
 	}
 	for sc.Scan() {
-		v, ok := strings.CutPrefix(sc.Text(), "inactive_file ")
+		line := strings.TrimPrefix(sc.Text(), "total_")
+		v, ok := strings.CutPrefix(line, "inactive_file ")
 		if !ok {
 			continue
 		}

@@ -13,6 +13,7 @@ func TestParseMemory(t *testing.T) {
 	}{
 		{"1000\nanon 600\nfile 400\ninactive_file 300\nactive_file 100\n", 700, true},
 		{"1000\nanon 1000\n", 1000, true},
+		{"1000\ncache 500\ninactive_file 100\ntotal_cache 500\ntotal_inactive_file 200\n", 900, true},
 		{"1000\ninactive_file 2000\n", 1000, true},
 		{"max\n", 0, false},
 		{"", 0, false},
