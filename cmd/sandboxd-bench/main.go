@@ -4,6 +4,7 @@
 // output, its throughput, and its memory.
 //
 //	sandboxd-bench [--url http://127.0.0.1:8080] [--socket-dir /run/sandboxd] [--json]
+//	               [--kubeconfig FILE [--kube-namespace NS] [--kube-transport ip|exec]]
 //	               [--calls 300] [--parallel 8] [--duration 20s] [--burst 20]
 //	sandboxd-bench --oneshot [--url …] [--calls 300] [--oneshot-clients 4] [--oneshot-duration 1m] [--dify-key KEY]
 //
@@ -29,7 +30,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sandboxd/sandboxd/client"
-	"github.com/sandboxd/sandboxd/internal/docker"
 )
 
 func main() {
@@ -44,11 +44,16 @@ func main() {
 type config struct {
 	URL       string
 	SocketDir string
-	JSON      bool
-	Calls     int
-	Parallel  int
-	Duration  time.Duration
-	Burst     int
+	// Kubeconfig, KubeNamespace and KubeTransport say where the pods of a
+	// daemon run with --platform kubernetes are, and how it reaches them.
+	Kubeconfig    string
+	KubeNamespace string
+	KubeTransport string
+	JSON          bool
+	Calls         int
+	Parallel      int
+	Duration      time.Duration
+	Burst         int
 	// OneShot measures one-shot runs instead of contexts.
 	OneShot         bool
 	OneShotClients  int
@@ -62,6 +67,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.URL, "url", "http://127.0.0.1:8080", "base URL of the sandboxd to measure")
 	fs.StringVar(&c.SocketDir, "socket-dir", "/run/sandboxd", "the daemon's --socket-dir as seen from here, to reach kernels directly for the floor; when a context's socket is not under it, the path on its container's label is used, and a context reached through exec is reached so here too")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "for a daemon run with --platform kubernetes: its --kubeconfig, to reach the pods' servers directly for the floor; empty measures a daemon on Docker")
+	fs.StringVar(&c.KubeNamespace, "kube-namespace", "", "the daemon's --kube-namespace")
+	fs.StringVar(&c.KubeTransport, "kube-transport", "ip", "the daemon's --kube-transport: the floor reaches pods' servers the same way")
 	fs.BoolVar(&c.JSON, "json", false, "print the results as JSON")
 	fs.IntVar(&c.Calls, "calls", 300, "sequential executions measured for latency, and as many for the floor")
 	fs.IntVar(&c.Parallel, "parallel", 8, "contexts executing at once for throughput")
@@ -101,11 +109,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		session: "sandboxd-bench-" + uuid.NewString()[:8],
 		live:    map[string]bool{},
 	}
-	if rt, err := docker.Connect(docker.Config{SocketDir: cfg.SocketDir}); err != nil {
-		b.dockerErr = err
+	if s, err := connectServers(ctx, cfg); err != nil {
+		b.serversErr = err
 	} else {
-		b.docker = rt
-		defer rt.Close()
+		b.servers = s
+		defer s.Close()
 	}
 
 	var rep interface {
@@ -141,8 +149,8 @@ type bench struct {
 	stderr  io.Writer
 	session string // session_name of every context we create, to find strays
 
-	docker    *docker.Runtime // nil when dockerErr says why
-	dockerErr error
+	servers    servers // nil when serversErr says why
+	serversErr error
 
 	noPool bool // the server has no pool endpoint
 

@@ -33,8 +33,8 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 	if err := b.api.Health(ctx); err != nil {
 		return nil, fmt.Errorf("sandboxd at %s: %w", b.cfg.URL, err)
 	}
-	if b.dockerErr != nil {
-		b.logf("no direct kernel access, the floor is unavailable: %v", b.dockerErr)
+	if b.serversErr != nil {
+		b.logf("no direct kernel access, the floor is unavailable: %v", b.serversErr)
 	}
 	rep.Memory.RSSIdle = b.rss(ctx)
 
@@ -258,12 +258,12 @@ func (b *bench) printOne(ctx context.Context, id string) error {
 	return nil
 }
 
-// rawKernel starts a kernel of the floor's own in the context's container.
+// rawKernel starts a kernel of the floor's own on the context's server.
 func (b *bench) rawKernel(ctx context.Context, id string) (*rawKernel, error) {
-	if b.docker == nil {
-		return nil, b.dockerErr
+	if b.servers == nil {
+		return nil, b.serversErr
 	}
-	dial, token, err := b.docker.Endpoint(ctx, id)
+	dial, token, err := b.servers.Endpoint(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -386,12 +386,12 @@ func rate(count int64, d time.Duration) *float64 {
 
 // contextMemory returns the mean memory usage of the contexts' containers.
 func (b *bench) contextMemory(ctx context.Context, ids []string) (*int64, error) {
-	if b.docker == nil {
-		return nil, b.dockerErr
+	if b.servers == nil {
+		return nil, b.serversErr
 	}
 	var sum uint64
 	for _, id := range ids {
-		n, err := b.docker.MemoryUsage(ctx, id)
+		n, err := b.servers.MemoryUsage(ctx, id)
 		if err != nil {
 			return nil, err
 		}

@@ -3,7 +3,6 @@ package docker
 import (
 	"bufio"
 	"context"
-	_ "embed"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/sandboxd/sandboxd/internal/contexts"
+	"github.com/sandboxd/sandboxd/internal/relay"
 )
 
 // How the daemon reaches the Jupyter server in a context's container.
@@ -38,9 +38,6 @@ const (
 	// daemon's SocketDir, and exec where they do not.
 	TransportAuto = "auto"
 )
-
-//go:embed relay.py
-var relayProgram string
 
 // Transport returns the transport new contexts are reached through. It
 // chooses first when it is TransportAuto: a probe container, with SocketDir
@@ -140,7 +137,7 @@ func (r *Runtime) dialExec(ctx context.Context, inst contexts.Instance, path str
 		AttachStdin:  true,
 		AttachStdout: true,
 		AttachStderr: true,
-		Cmd:          []string{"python3", "-S", "-c", relayProgram, path},
+		Cmd:          relay.Command(path),
 	})
 	if err != nil {
 		return nil, translate(err, "create the relay in "+inst.ID)
@@ -150,11 +147,11 @@ func (r *Runtime) dialExec(ctx context.Context, inst contexts.Instance, path str
 		return nil, translate(err, "start the relay in "+inst.ID)
 	}
 	c := &execConn{Conn: att.Conn, r: att.Reader}
-	// The relay says "+" once connected, or fails with a reason on stderr.
+	// The relay says so once connected, or fails with a reason on stderr.
 	stop := context.AfterFunc(ctx, func() { att.Conn.SetReadDeadline(time.Now()) })
 	var ok [1]byte
 	_, err = io.ReadFull(c, ok[:])
-	if !stop() || err == nil && ok[0] != '+' {
+	if !stop() || err == nil && ok[0] != relay.Connected {
 		err = errors.Join(err, ctx.Err(), errors.New("the relay did not connect"))
 	}
 	if err != nil {

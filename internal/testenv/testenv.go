@@ -47,6 +47,11 @@ func KubeHostAddress() string {
 	return "10.244.0.1"
 }
 
+// KubeTransport is the --kube-transport test daemons on Kubernetes run
+// with: $SANDBOXD_TEST_KUBE_TRANSPORT (ip or exec), or "" for the daemon's
+// default, ip.
+func KubeTransport() string { return os.Getenv("SANDBOXD_TEST_KUBE_TRANSPORT") }
+
 // DaemonArgs are the flags every test daemon gets from the environment.
 func DaemonArgs() []string {
 	var args []string
@@ -55,6 +60,9 @@ func DaemonArgs() []string {
 	}
 	if k := Kubeconfig(); k != "" {
 		args = append(args, "--platform", "kubernetes", "--kubeconfig", k, "--kube-daemon-cidrs", KubeHostAddress()+"/32", "--kube-egress-address", KubeHostAddress())
+		if t := KubeTransport(); t != "" {
+			args = append(args, "--kube-transport", t)
+		}
 	}
 	return args
 }

@@ -1,21 +1,30 @@
-# Carries one connection to a unix socket in the container over this
-# process's stdin and stdout, for a daemon that cannot reach the socket
-# itself: it shares no directory with the engine's host. It is run through
-# the engine's exec API as the context's user, so it can reach nothing the
-# context's own code cannot.
+# Carries one connection to a context's server over this process's stdin
+# and stdout, for a daemon that cannot reach the server itself: a Docker
+# engine that shares no directory with the daemon's host, a cluster whose
+# pods' addresses the daemon cannot reach. It is run through the exec API
+# of the engine or of the API server, as the context's user, so it can
+# reach nothing the context's own code cannot.
 #
-#   python3 -S -c RELAY PATH
+#   python3 -S -c RELAY TARGET
+#
+# TARGET is a unix socket's path (it has a "/") or host:port.
 #
 # Once connected it writes one byte, "+", so that the daemon tells a refused
 # connection (the server is not up yet) from a quiet one; then it copies
 # both ways until either side ends.
 import os, socket, sys, threading
 
-sock = socket.socket(socket.AF_UNIX)
+target = sys.argv[1]
 try:
-    sock.connect(sys.argv[1])
-except OSError as e:
-    sys.stderr.write("connect %s: %s\n" % (sys.argv[1], e))
+    if "/" in target:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(target)
+    else:
+        host, _, port = target.rpartition(":")
+        sock = socket.create_connection((host.strip("[]"), int(port)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+except (OSError, ValueError) as e:
+    sys.stderr.write("connect %s: %s\n" % (target, e))
     sys.exit(1)
 
 def write_all(fd, data):
