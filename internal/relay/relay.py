@@ -41,8 +41,11 @@ def upstream():
             if not data:
                 break
             sock.sendall(data)
-        # Passed on as a half-close: the server ends its side in turn.
-        sock.shutdown(socket.SHUT_WR)
+        # The daemon closes its side only once it is done with the
+        # connection, and a Jupyter server may keep its own open: end here,
+        # or the exec would outlive the connection.
+        sock.close()
+        os._exit(0)
     except OSError as e:
         # Never half a relay: the daemon must see the connection go.
         sys.stderr.write("relay: %s\n" % e)

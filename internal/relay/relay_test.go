@@ -36,8 +36,9 @@ func start(t *testing.T, target string) (stdin io.WriteCloser, stdout *bufio.Rea
 	return stdin, bufio.NewReader(out), cmd, stderr
 }
 
-// echoOnce accepts one connection, answers what it reads until the
-// client's half-close with the same upper-cased, then closes.
+// echoOnce accepts one connection and answers what it reads with the
+// same upper-cased, and never closes it first, as a Jupyter server keeps
+// a websocket open.
 func echoOnce(t *testing.T, l net.Listener) {
 	t.Cleanup(func() { l.Close() })
 	go func() {
@@ -46,13 +47,20 @@ func echoOnce(t *testing.T, l net.Listener) {
 			return
 		}
 		defer c.Close()
-		b, _ := io.ReadAll(c)
-		c.Write(bytes.ToUpper(b))
+		b := make([]byte, 1024)
+		for {
+			n, err := c.Read(b)
+			if err != nil {
+				return
+			}
+			c.Write(bytes.ToUpper(b[:n]))
+		}
 	}()
 }
 
 // The relay reaches a unix socket or host:port, says so with one byte,
-// then carries both ways, passing the client's end on as a half-close.
+// then carries both ways, and ends when its stdin does, whatever the
+// server does.
 func TestRelayCarries(t *testing.T) {
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -76,12 +84,14 @@ func TestRelayCarries(t *testing.T) {
 			if b, err := stdout.ReadByte(); err != nil || b != Connected {
 				t.Fatalf("first byte %q, %v; want %q (stderr %q)", b, err, Connected, stderr)
 			}
-			io.WriteString(stdin, "hello ")
-			io.WriteString(stdin, "relay")
-			stdin.Close()
-			got, err := io.ReadAll(stdout)
-			if err != nil || string(got) != "HELLO RELAY" {
+			io.WriteString(stdin, "hello relay")
+			got := make([]byte, len("HELLO RELAY"))
+			if _, err := io.ReadFull(stdout, got); err != nil || string(got) != "HELLO RELAY" {
 				t.Errorf("read %q, %v", got, err)
+			}
+			stdin.Close()
+			if rest, err := io.ReadAll(stdout); err != nil || len(rest) != 0 {
+				t.Errorf("after stdin's end: %q, %v", rest, err)
 			}
 			if err := cmd.Wait(); err != nil {
 				t.Errorf("relay: %v (stderr %q)", err, stderr)
