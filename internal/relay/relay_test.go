@@ -40,7 +40,11 @@ func start(t *testing.T, target string) (stdin io.WriteCloser, stdout *bufio.Rea
 // same upper-cased, and never closes it first, as a Jupyter server keeps
 // a websocket open.
 func echoOnce(t *testing.T, l net.Listener) {
-	t.Cleanup(func() { l.Close() })
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		close(done)
+		l.Close()
+	})
 	go func() {
 		c, err := l.Accept()
 		if err != nil {
@@ -51,6 +55,7 @@ func echoOnce(t *testing.T, l net.Listener) {
 		for {
 			n, err := c.Read(b)
 			if err != nil {
+				<-done
 				return
 			}
 			c.Write(bytes.ToUpper(b[:n]))
