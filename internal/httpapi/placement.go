@@ -61,6 +61,9 @@ func forwardUnheld(log *slog.Logger, place Placement, param string, held func(id
 				next.ServeHTTP(w, r)
 				return
 			}
+			// The replica that serves it bounds the request as it does its
+			// own: ReadTimeout here would cut a websocket it relays.
+			http.NewResponseController(w).SetReadDeadline(time.Time{})
 			forwardTo(log, remote).ServeHTTP(w, r)
 		})
 	}
