@@ -200,12 +200,19 @@ func (p *Replicas) Peers(context.Context) ([]*url.URL, error) {
 // replica's.
 func (p *Replicas) Locate(ctx context.Context, id string) (*url.URL, error) {
 	pod, err := p.r.pods.Get(podName(id))
+	if apierrors.IsNotFound(err) {
+		// Made by another replica a moment ago, perhaps: not yet in the cache.
+		pod, err = p.r.cs.CoreV1().Pods(p.r.cfg.Namespace).Get(ctx, podName(id), metav1.GetOptions{})
+	}
 	for range 3 {
 		if apierrors.IsNotFound(err) {
 			return nil, nil
 		}
 		if err != nil {
 			return nil, unavailable(err, "get pod")
+		}
+		if pod.Labels[labelOwner] != p.r.cfg.Owner {
+			return nil, nil // another daemon's
 		}
 		owner := pod.Labels[labelReplica]
 		if owner == p.r.cfg.Replica {
