@@ -52,11 +52,19 @@ type Replicas struct {
 	now       func() time.Time
 
 	stop      chan struct{}
+	stopped   context.Context // ends with stop
+	endStop   context.CancelFunc
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
 	mu     sync.Mutex
-	claims map[string]chan struct{} // by context id: takeovers under way
+	claims map[string]*takeover // by context id: those under way
+}
+
+// takeover is one under way: err is set once done is closed.
+type takeover struct {
+	done chan struct{}
+	err  error
 }
 
 // NewReplicas starts watching the replicas' Leases. advertise is the URL
@@ -70,14 +78,16 @@ func NewReplicas(ctx context.Context, r *Runtime, advertise string, adopter Adop
 	p := &Replicas{
 		r: r, advertise: advertise, adopter: adopter, now: time.Now,
 		leases: informer.Lister().Leases(r.cfg.Namespace),
-		stop:   make(chan struct{}), claims: map[string]chan struct{}{},
+		stop:   make(chan struct{}), claims: map[string]*takeover{},
 	}
+	p.stopped, p.endStop = context.WithCancel(context.Background())
 	informer.Informer() // registers it before Start
 	factory.Start(p.stop)
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), informer.Informer().HasSynced) {
 		close(p.stop)
+		p.endStop()
 		return nil, unavailable(fmt.Errorf("list leases in namespace %s: %w", r.cfg.Namespace, sctx.Err()), "watch leases")
 	}
 	return p, nil
@@ -146,7 +156,10 @@ func (p *Replicas) Start() {
 // deletes the Lease, so that the others take this replica's contexts over
 // at once.
 func (p *Replicas) Close() error {
-	p.closeOnce.Do(func() { close(p.stop) })
+	p.closeOnce.Do(func() {
+		close(p.stop)
+		p.endStop()
+	})
 	p.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -248,7 +261,7 @@ func (p *Replicas) sweep() {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			ctx, cancel := context.WithTimeout(p.stopped, time.Minute) // Close waits for no takeover
 			defer cancel()
 			if err := p.takeOver(ctx, pod); err != nil && !apierrors.IsConflict(err) {
 				p.r.log.Warn("could not take over a context of a dead replica", "context_id", pod.Labels[labelContextID], "replica", owner, "error", err)
@@ -263,30 +276,31 @@ func (p *Replicas) sweep() {
 func (p *Replicas) takeOver(ctx context.Context, pod *corev1.Pod) error {
 	id := pod.Labels[labelContextID]
 	p.mu.Lock()
-	if wait, ok := p.claims[id]; ok {
+	if t, ok := p.claims[id]; ok {
 		p.mu.Unlock()
 		select {
-		case <-wait:
-			return nil
+		case <-t.done:
+			return t.err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	done := make(chan struct{})
-	p.claims[id] = done
+	t := &takeover{done: make(chan struct{})}
+	p.claims[id] = t
 	p.mu.Unlock()
 	defer func() {
 		p.mu.Lock()
 		delete(p.claims, id)
 		p.mu.Unlock()
-		close(done)
+		close(t.done)
 	}()
-	if err := p.claim(ctx, pod); err != nil {
-		return err
+	if t.err = p.claim(ctx, pod); t.err != nil {
+		return t.err
 	}
 	p.r.log.Info("taking over a context of a dead replica", "context_id", id, "replica", pod.Labels[labelReplica])
 	_, ended := podEnded(pod)
-	return p.adopter.Adopt(ctx, contexts.Instance{ContextID: id, ID: pod.Name, Labels: claimedLabels(pod.Labels, p.r.cfg.Replica), Running: !ended})
+	t.err = p.adopter.Adopt(ctx, contexts.Instance{ContextID: id, ID: pod.Name, Labels: claimedLabels(pod.Labels, p.r.cfg.Replica), Running: !ended})
+	return t.err
 }
 
 // claim relabels pod, its Secret and its NetworkPolicy as this replica's.
