@@ -244,11 +244,26 @@ func (p *Replicas) Locate(ctx context.Context, id string) (*url.URL, error) {
 	return nil, contexts.Errorf(contexts.CodeRuntimeUnavailable, "the replicas keep claiming %s from each other", id)
 }
 
-// sweep takes over the contexts whose owner is dead.
+// sweep takes over the contexts whose owner is dead, and deletes the
+// Leases of dead replicas that drive none: replicas named after their pods
+// get a new name each time.
 func (p *Replicas) sweep() {
 	pods, err := p.r.pods.List(labels.Everything())
 	if err != nil {
 		return
+	}
+	driving := map[string]bool{}
+	for _, pod := range pods {
+		driving[pod.Labels[labelReplica]] = true
+	}
+	if leases, err := p.leases.List(labels.Everything()); err == nil {
+		for _, l := range leases {
+			if replica := l.Labels[labelReplica]; !driving[replica] && replica != p.r.cfg.Replica && !leaseFresh(l, p.now()) {
+				ctx, cancel := context.WithTimeout(p.stopped, apiTimeout)
+				p.r.cs.CoordinationV1().Leases(p.r.cfg.Namespace).Delete(ctx, l.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &l.ResourceVersion}})
+				cancel()
+			}
+		}
 	}
 	for _, pod := range pods {
 		owner := pod.Labels[labelReplica]

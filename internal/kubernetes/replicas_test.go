@@ -218,7 +218,8 @@ func conflictOnStaleVersion(cs *fake.Clientset, race func()) {
 func TestSweepTakesOverOnlyDeadReplicasContexts(t *testing.T) {
 	objs := append(contextObjects("dead1", "a"), contextObjects("live1", "c")...)
 	objs = append(objs, contextObjects("mine", "b")...)
-	objs = append(objs, replicaLease("a", "http://a:8080", time.Minute), replicaLease("c", "http://c:8080", time.Second))
+	objs = append(objs, replicaLease("a", "http://a:8080", time.Minute), replicaLease("c", "http://c:8080", time.Second),
+		replicaLease("gone", "http://gone:8080", time.Minute))
 	cs := fake.NewClientset(objs...)
 	p, adopter := newTestReplicas(t, cs)
 	p.sweep()
@@ -226,6 +227,13 @@ func TestSweepTakesOverOnlyDeadReplicasContexts(t *testing.T) {
 	got := adopter.adopted()
 	if len(got) != 1 || got[0].ContextID != "dead1" {
 		t.Fatalf("swept %+v, want dead1 alone", got)
+	}
+	// The Lease of a dead replica that drives nothing goes; the others stay.
+	for replica, want := range map[string]bool{"gone": false, "a": true, "c": true} {
+		_, err := cs.CoordinationV1().Leases(testNS).Get(t.Context(), "sandboxd-d-"+replica, metav1.GetOptions{})
+		if kept := err == nil; kept != want {
+			t.Errorf("lease of %s kept: %v, want %v (%v)", replica, kept, want, err)
+		}
 	}
 }
 
