@@ -484,6 +484,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Recover only lists what the previous run left: its contexts are
 	// taken over in the background, while the daemon serves.
 	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	replicas, err := rt.Replicas(pctx, mgr, advertiseURL(cfg, getenv, ln.Addr()))
+	if err == nil && replicas != nil {
+		// Before Recover: no other replica may take this one's contexts
+		// over while it does.
+		err = replicas.Renew(pctx)
+	}
+	if err != nil {
+		cancel()
+		ln.Close()
+		return fmt.Errorf("replicas: %w", err)
+	}
 	if err := mgr.Recover(pctx); err != nil {
 		// Keep serving: /readyz tells when the engine is back.
 		log.Warn("could not clean up after a previous run", "error", err)
@@ -492,6 +503,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cancel()
 	mgr.Start()
+	var placement httpapi.Placement
+	if replicas != nil {
+		placement = replicas
+		replicas.Start()
+	}
+	// Before the Manager closes: it must take no context over meanwhile.
+	closeReplicas := func() {
+		if replicas == nil {
+			return
+		}
+		if err := replicas.Close(); err != nil {
+			log.Warn("could not tell the other replicas that this one ends", "error", err)
+		}
+	}
 	runners, err := oneshot.New(oneshot.Config{
 		Runtime:   rt,
 		Languages: langs,
@@ -501,6 +526,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Log:       log,
 	})
 	if err != nil {
+		closeReplicas()
 		mgr.Close()
 		return fmt.Errorf("--runners: %w", err)
 	}
@@ -526,6 +552,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			MCP:            mcpHandler,
 			OneShot:        oneShot.OneShot,
 			OneShotTimeout: oneShot.OneShotTimeout,
+			Placement:      placement,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
@@ -541,6 +568,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	select {
 	case err := <-serveErr:
+		closeReplicas()
 		runners.Close()
 		mgr.Close()
 		return err
@@ -551,6 +579,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer scancel()
 	shutdownErr := srv.Shutdown(sctx)
 	endBase()
+	closeReplicas()
 	// Runners hold nothing worth keeping: they go in any case.
 	if err := runners.Close(); err != nil {
 		log.Warn("could not remove every one-shot runner", "error", err)

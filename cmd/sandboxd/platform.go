@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/contexts"
 	"github.com/sandboxd/sandboxd/internal/egress"
+	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/kubernetes"
 )
 
@@ -25,6 +27,23 @@ type platform interface {
 	// AfterRecover cleans up what a previous run left that recovery did
 	// not take over.
 	AfterRecover(ctx context.Context) error
+	// Replicas lets other replicas of the daemon serve this one's
+	// contexts, and this one theirs; nil where the platform has no
+	// replicas. advertise is the URL the others reach this one at.
+	Replicas(ctx context.Context, adopter kubernetes.Adopter, advertise string) (replicaSet, error)
+	Close() error
+}
+
+// replicaSet is what replicas of the daemon serving the same contexts
+// share: who drives which context, and who lives.
+type replicaSet interface {
+	httpapi.Placement
+	// Renew says that this replica lives: before Recover, so that no
+	// other takes its contexts over meanwhile.
+	Renew(ctx context.Context) error
+	// Start keeps saying so, and takes over the contexts of dead replicas.
+	Start()
+	// Close stops, and tells the others to take over at once.
 	Close() error
 }
 
@@ -45,6 +64,7 @@ type kubeConfig struct {
 	Kubeconfig     string
 	Namespace      string
 	Replica        string
+	Advertise      string
 	Transport      string
 	RuntimeClass   string
 	PullPolicy     string
@@ -61,6 +81,7 @@ func (k *kubeConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&k.Kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster contexts run in (--platform kubernetes); empty is the config of the pod sandboxd runs in")
 	fs.StringVar(&k.Namespace, "kube-namespace", "", "namespace of the contexts' pods; empty is the kubeconfig's, or sandboxd's own pod's")
 	fs.StringVar(&k.Replica, "kube-replica", "", "name of this replica of sandboxd: the pods it drives carry it; empty is $POD_NAME, or the host name")
+	fs.StringVar(&k.Advertise, "kube-advertise", "", "URL the other replicas of sandboxd reach this one at, to pass on requests for the contexts it drives; empty is http://$POD_IP:<port of --listen>, or the --listen address")
 	fs.StringVar(&k.Transport, "kube-transport", kubernetes.TransportIP, "how sandboxd reaches a pod's Jupyter server: ip (the pod's address: in the cluster, or on a node) or exec (a relay over the API server's exec, where pods' addresses cannot be reached)")
 	fs.StringVar(&k.RuntimeClass, "kube-runtime-class", "", "runtimeClassName of the contexts' pods (gVisor, Kata); empty is the cluster's default")
 	fs.StringVar(&k.PullPolicy, "kube-pull-policy", string(corev1.PullIfNotPresent), "imagePullPolicy of the contexts' pods: Always, IfNotPresent or Never")
@@ -173,3 +194,20 @@ func parseLabels(s string) (map[string]string, error) {
 type kubePlatform struct{ *kubernetes.Runtime }
 
 func (*kubePlatform) AfterRecover(context.Context) error { return nil }
+
+func (p *kubePlatform) Replicas(ctx context.Context, adopter kubernetes.Adopter, advertise string) (replicaSet, error) {
+	return kubernetes.NewReplicas(ctx, p.Runtime, advertise, adopter)
+}
+
+// advertiseURL is the URL other replicas reach this one at: --kube-advertise,
+// or the pod's address with the port the daemon listens on.
+func advertiseURL(cfg config, getenv func(string) string, addr net.Addr) string {
+	if cfg.Kube.Advertise != "" {
+		return cfg.Kube.Advertise
+	}
+	host, port, _ := net.SplitHostPort(addr.String())
+	if ip := getenv("POD_IP"); ip != "" {
+		host = ip
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/contexts"
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/egress"
+	"github.com/sandboxd/sandboxd/internal/kubernetes"
 )
 
 // newDockerRuntime makes the Docker runtime cfg describes, checks it against the
@@ -101,3 +102,8 @@ func newDockerRuntime(ctx context.Context, cfg config, log *slog.Logger) (*docke
 type dockerPlatform struct{ *docker.Runtime }
 
 func (p dockerPlatform) AfterRecover(ctx context.Context) error { return p.PruneWorkspaces(ctx) }
+
+// Replicas is nil: contexts on Docker are one daemon's.
+func (dockerPlatform) Replicas(context.Context, kubernetes.Adopter, string) (replicaSet, error) {
+	return nil, nil
+}

@@ -73,40 +73,109 @@ func (m *Manager) Recover(ctx context.Context) error {
 	}
 	seen := map[string]bool{}
 	for _, inst := range insts {
-		seen[inst.ContextID] = true
-		if strings.HasPrefix(inst.ContextID, "sbx-") {
-			b, err := m.recoveringSandbox(inst)
-			if b != nil {
-				for id := range b.contexts {
-					seen[id] = true // their histories are kept
-				}
-			}
-			m.watchers.Add(1)
-			go func() {
-				defer m.watchers.Done()
-				if err == nil {
-					if err = m.adoptSandbox(b); err == nil {
-						return
-					}
-				}
-				m.discardSandbox(inst, b, err)
-			}()
-			continue
+		ids, _ := m.recoverOne(inst)
+		for _, id := range ids {
+			seen[id] = true
 		}
-		s, err := m.recovering(inst)
+	}
+	m.store.Prune(func(id string) bool { return seen[id] })
+	return nil
+}
+
+// recoverOne lists inst's context, or sandbox, as being taken over, and
+// takes it over in the background. It returns the ids it lists, and a
+// channel closed once the takeover has ended, either way.
+func (m *Manager) recoverOne(inst Instance) (ids []string, done <-chan struct{}) {
+	if m.holds(inst.ContextID) {
+		return nil, m.heldRecovered(inst.ContextID)
+	}
+	if strings.HasPrefix(inst.ContextID, "sbx-") {
+		b, err := m.recoveringSandbox(inst)
+		if errors.Is(err, errHeld) {
+			return nil, m.heldRecovered(inst.ContextID)
+		}
+		ids = []string{inst.ContextID}
+		ended := make(chan struct{})
+		if b != nil {
+			for id := range b.contexts {
+				ids = append(ids, id) // their histories are kept
+			}
+		}
 		m.watchers.Add(1)
 		go func() {
 			defer m.watchers.Done()
+			defer close(ended)
 			if err == nil {
-				if err = m.adopt(s); err == nil {
-					close(s.recovered)
+				if err = m.adoptSandbox(b); err == nil {
 					return
 				}
 			}
-			m.discard(inst, s, err)
+			m.discardSandbox(inst, b, err)
 		}()
+		return ids, ended
 	}
-	m.store.Prune(func(id string) bool { return seen[id] })
+	s, err := m.recovering(inst)
+	if errors.Is(err, errHeld) {
+		return nil, m.heldRecovered(inst.ContextID)
+	}
+	ended := make(chan struct{})
+	m.watchers.Add(1)
+	go func() {
+		defer m.watchers.Done()
+		defer close(ended)
+		if err == nil {
+			if err = m.adopt(s); err == nil {
+				close(s.recovered)
+				return
+			}
+		}
+		m.discard(inst, s, err)
+	}()
+	return []string{inst.ContextID}, ended
+}
+
+// holds reports whether id is a context or sandbox the Manager holds.
+func (m *Manager) holds(id string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.contexts[id] != nil || m.sandboxes[id] != nil
+}
+
+// errHeld says that the Manager holds the context or sandbox already.
+var errHeld = errors.New("held already")
+
+// heldRecovered returns a channel closed once the takeover of id, a
+// context or sandbox the Manager holds, has ended; closed already when it
+// was not taken over.
+func (m *Manager) heldRecovered(id string) <-chan struct{} {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if s := m.contexts[id]; s != nil && s.recovered != nil {
+		return s.recovered
+	}
+	if b := m.sandboxes[id]; b != nil && b.recovered != nil {
+		return b.recovered
+	}
+	done := make(chan struct{})
+	close(done)
+	return done
+}
+
+// Adopt takes over inst, a context or sandbox that another replica of the
+// daemon drove, as Recover takes over those a previous run left, and
+// returns once it is active. One the Manager holds already counts as
+// taken over. One that cannot be taken over is removed. Errors:
+// CodeContextDead when it could not be taken over, and ctx's error.
+func (m *Manager) Adopt(ctx context.Context, inst Instance) error {
+	_, done := m.recoverOne(inst)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if !m.holds(inst.ContextID) {
+		return Errorf(CodeContextDead, "%s could not be taken over from another replica", inst.ContextID)
+	}
 	return nil
 }
 
@@ -142,6 +211,10 @@ func (m *Manager) recovering(inst Instance) (*liveContext, error) {
 		hist:         m.newHistory(rec.ID),
 	}
 	m.mu.Lock()
+	if m.contexts[s.info.ID] != nil {
+		m.mu.Unlock()
+		return nil, errHeld
+	}
 	m.contexts[s.info.ID] = s
 	m.mu.Unlock()
 	m.admission.add()
@@ -289,6 +362,10 @@ func (m *Manager) recoveringSandbox(inst Instance) (*sandbox, error) {
 		}
 	}
 	m.mu.Lock()
+	if m.sandboxes[b.id] != nil {
+		m.mu.Unlock()
+		return nil, errHeld
+	}
 	m.sandboxes[b.id] = b
 	for id, s := range b.contexts {
 		m.contexts[id] = s

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -198,5 +199,62 @@ func TestRecover(t *testing.T) {
 				t.Errorf("instance ended: %s, want %s", st, StatusDead)
 			}
 		})
+	}
+}
+
+// Adopt takes over one context another replica drove, once however often
+// it is asked, and leaves the contexts the Manager holds alone.
+func TestAdopt(t *testing.T) {
+	store := DirStore(t.TempDir())
+	rt := newFakeRuntime(store)
+	m, ks := newTestManager(t, rt, testConfig())
+	m.Start()
+	mine, err := m.Create(t.Context(), CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "ctx-theirs"
+	ks.leave(id, false)
+	if err := store.Save(Record{ID: id, Language: "python", SessionName: "s", WorkingDir: DefaultWorkingDir, Token: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	inst := Instance{ContextID: id, ID: "c1", Running: true}
+	rt.mu.Lock()
+	rt.insts = append(rt.insts, inst) // another replica started it
+	rt.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for range 3 {
+		wg.Go(func() { errs <- m.Adopt(t.Context(), inst) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := status(t, m, id); st != StatusActive {
+		t.Fatalf("adopted: %s, want %s", st, StatusActive)
+	}
+	if n := len(m.List()); n != 2 {
+		t.Errorf("%d contexts listed, want 2", n)
+	}
+	if r, err := m.Execute(t.Context(), id, ExecuteRequest{Code: "y = 2"}); err != nil || r.Stdout != "y = 2" {
+		t.Fatalf("execute once adopted: %+v, %v", r, err)
+	}
+	// One the Manager made itself is held: adopting it changes nothing.
+	if err := m.Adopt(t.Context(), Instance{ContextID: mine.ID, ID: "other", Running: false}); err != nil {
+		t.Fatal(err)
+	}
+	if rt.wasRemoved(mine.ID) {
+		t.Error("adopting a context held already removed it")
+	}
+	// One that cannot be taken over is removed, and says so.
+	if err := m.Adopt(t.Context(), Instance{ContextID: "ctx-gone", ID: "c2", Running: false}); Code(err) != CodeContextDead {
+		t.Errorf("adopt a dead instance: %v, want %s", err, CodeContextDead)
+	}
+	if !rt.wasRemoved("ctx-gone") {
+		t.Error("a dead instance adopted was not removed")
 	}
 }

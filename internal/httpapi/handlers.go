@@ -165,12 +165,15 @@ type listContextsResponse struct {
 	Contexts []contextResponse `json:"contexts"`
 }
 
-func handleListContexts(svc contextService) http.HandlerFunc {
+func handleListContexts(log *slog.Logger, svc contextService, place Placement) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		infos := svc.List()
 		resp := listContextsResponse{Contexts: make([]contextResponse, len(infos))}
 		for i, c := range infos {
 			resp.Contexts[i] = newContextResponse(c)
+		}
+		if others := peerLists(log, place, r); others != nil {
+			resp.Contexts = mergeContexts(resp.Contexts, others)
 		}
 		encode(w, http.StatusOK, resp)
 	}

@@ -55,6 +55,10 @@ type Config struct {
 	// manager and of Dify's sandbox, whose runs take OneShotTimeout.
 	OneShot        oneShotService
 	OneShotTimeout time.Duration
+	// Placement, when not nil, says which replica drives a context this
+	// one does not hold: its requests are passed on to it, and lists
+	// include the other replicas' contexts.
+	Placement Placement
 }
 
 // NewHandler returns the whole HTTP API.
@@ -86,8 +90,10 @@ func addRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
 	r.Get("/templates", handleListTemplates(log, svc))
 	r.Get("/templates/{template_name}", handleGetTemplate(log, svc))
 	r.Post("/sandboxes", handleCreateSandbox(log, svc))
-	r.Get("/sandboxes", handleListSandboxes(svc))
+	r.Get("/sandboxes", handleListSandboxes(log, svc, cfg.Placement))
+	toSandbox := forwardUnheld(log, cfg.Placement, "sandbox_id", func(id string) bool { _, err := svc.GetSandbox(id); return err == nil })
 	r.Route("/sandboxes/{sandbox_id}", func(r chi.Router) {
+		r.Use(toSandbox)
 		r.Get("/", handleGetSandbox(log, svc))
 		r.Delete("/", handleDeleteSandbox(log, svc))
 		r.Post("/stop", handleStopSandbox(log, svc))
@@ -105,7 +111,7 @@ func addRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
 		r.Post("/files", handleAgentRunWriteFile(log, svc))
 		r.Post("/processes/cmd", handleAgentRunCmd(log, svc))
 	})
-	addAgentRunDataRoutes(r, log, svc, cfg)
+	r.With(toSandbox).Group(func(r chi.Router) { addAgentRunDataRoutes(r, log, svc, cfg) })
 	if cfg.MCP != nil {
 		// The methods of MCP's streamable HTTP transport; others get our 405.
 		r.Post("/mcp", cfg.MCP.ServeHTTP)
@@ -117,8 +123,9 @@ func addRoutes(r chi.Router, log *slog.Logger, svc contextService, cfg Config) {
 	}
 	r.Route("/api/v1/contexts", func(r chi.Router) {
 		r.Post("/", handleCreateContext(log, svc))
-		r.Get("/", handleListContexts(svc))
+		r.Get("/", handleListContexts(log, svc, cfg.Placement))
 		r.Route("/{id}", func(r chi.Router) {
+			r.Use(forwardUnheld(log, cfg.Placement, "id", func(id string) bool { _, err := svc.Get(id); return err == nil }))
 			r.Get("/", handleGetContext(log, svc))
 			r.Delete("/", handleDeleteContext(log, svc))
 			r.Post("/execute", handleExecute(log, svc))

@@ -104,12 +104,15 @@ func handleCreateSandbox(log *slog.Logger, svc contextService) http.HandlerFunc 
 	}
 }
 
-func handleListSandboxes(svc contextService) http.HandlerFunc {
+func handleListSandboxes(log *slog.Logger, svc contextService, place Placement) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		all := svc.ListSandboxes()
 		items := make([]agentRunSandbox, len(all))
 		for i, s := range all {
 			items[i] = newAgentRunSandbox(s)
+		}
+		if others := peerLists(log, place, r); others != nil {
+			items = mergeSandboxes(items, others)
 		}
 		encode(w, http.StatusOK, envelope(map[string]any{"items": items, "nextToken": ""}))
 	}
