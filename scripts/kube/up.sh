@@ -282,17 +282,18 @@ cat >"$DIR/bin/ipset" <<EOF
 LD_LIBRARY_PATH=$CACHE/ipset/usr/lib/x86_64-linux-gnu exec $CACHE/ipset/usr/sbin/ipset "\$@"
 EOF
 chmod +x "$DIR/bin/ipset"
+
+node_ready() { kubectl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True; }
+wait_for "node Ready" 60 node_ready
+# After the node is: kube-router looks it up at start, and dies when it is
+# not there yet. With --health-port 0, v2.1.0 dies too, on a nil health
+# controller; either way nothing would enforce NetworkPolicy.
 start kube-router env PATH="$DIR/bin:$PATH" "$BIN/kube-router" --kubeconfig "$KUBECONFIG" \
 	--run-firewall=true --run-router=false --run-service-proxy=false \
 	--hostname-override "$NODE" --service-cluster-ip-range "$SERVICE_CIDR" \
 	--metrics-port 0 --health-port 20244
-# With --health-port 0, kube-router v2.1.0 dies at start on a nil health
-# controller, and then nothing enforces NetworkPolicy.
-
-node_ready() { kubectl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True; }
-wait_for "node Ready" 60 node_ready
-alive kube-router || { echo "kube/up: kube-router died: $LOGS/kube-router.log" >&2; tail -5 "$LOGS/kube-router.log" >&2; exit 1; }
 wait_for "default ServiceAccount" 60 kubectl -n default get serviceaccount default
+alive kube-router || { echo "kube/up: kube-router died: $LOGS/kube-router.log" >&2; tail -5 "$LOGS/kube-router.log" >&2; exit 1; }
 
 smoke=$(kubectl create -o name -f - <<EOF
 apiVersion: v1
