@@ -86,23 +86,40 @@ func TestKubeDeploy(t *testing.T) {
 			t.Errorf("delete: status %d", status)
 		}
 	})
-	// A second replica serving the contexts of the first goes here:
-	// seedFlow(t, k, replicas[0], replicas[1]).
+	t.Run("a context made through one replica runs through the other", func(t *testing.T) {
+		seedFlow(t, k, replicas[0], replicas[1])
+	})
 
-	t.Run("shutdown removes the contexts", func(t *testing.T) {
-		id := service.create(t)
-		if k.must(t, "-n", k.ns, "get", "pods", "-l", "sandboxd.context_id="+id, "-o", "name") == "" {
-			t.Fatalf("no pod of context %s", id)
+	t.Run("a replica that goes leaves its contexts to the other", func(t *testing.T) {
+		id := replicas[0].create(t)
+		if e := replicas[0].execute(t, id, "x = 41", 0); !e.Success {
+			t.Fatalf("x = 41: %+v", e)
 		}
-		// Foreground: done once the pods are gone, after their SIGTERM.
-		k.must(t, "-n", k.ns, "delete", "deployment", "sandboxd", "--cascade=foreground", "--timeout=3m")
-		k.waitNone(t, "sandboxd.owner")
+		owner := k.must(t, "-n", k.ns, "get", "pods", "-l", "sandboxd.context_id="+id, "-o", "jsonpath={.items[0].metadata.labels.sandboxd\\.replica}")
+		ownerIP := k.must(t, "-n", k.ns, "get", "pod", owner, "-o", "jsonpath={.status.podIP}")
+		survivor := replicas[0]
+		if strings.Contains(survivor.url, "//"+ownerIP+":") {
+			survivor = replicas[1]
+		}
+		// A rollout's SIGTERM, as kubectl rollout restart sends.
+		k.must(t, "-n", k.ns, "delete", "pod", owner, "--wait=true", "--timeout=2m")
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			e := survivor.execute(t, id, "print(x + 1)", 0)
+			if e.Output.Stdout == "42\n" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the context after its replica went: %+v", e)
+			}
+			time.Sleep(time.Second)
+		}
 	})
 
 	if t.Failed() {
 		dump()
 	}
-	// The deployment is gone already.
+	// Contexts go with the namespace.
 	k.must(t, "delete", "-k", overlay, "--ignore-not-found", "--wait", "--timeout=3m")
 	if out, err := k.run("get", "namespace", k.ns, "-o", "name"); err == nil {
 		t.Errorf("namespace left after delete -k: %s", out)
