@@ -40,6 +40,8 @@ const (
 	labelContextID = "sandboxd.context_id"
 )
 
+var klogOnce sync.Once
+
 // jupyterPort is where a pod's Jupyter server listens, on the pod's
 // address.
 const jupyterPort = 8888
@@ -142,8 +144,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	// client-go logs through klog, straight to stderr unless told: into
-	// the daemon's log instead.
-	klog.SetSlogLogger(cfg.Log.With("component", "client-go"))
+	// the daemon's log instead. klog's logger is global, and informers read
+	// it as they run: it is set once.
+	klogOnce.Do(func() { klog.SetSlogLogger(cfg.Log.With("component", "client-go")) })
 	// The daemon's own requests come in bursts (a pool filling, a
 	// recovery): client-go's default of 5 per second would throttle them.
 	restCfg.QPS, restCfg.Burst = 200, 400
