@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -44,8 +45,9 @@ func (r *Runtime) Exec(ctx context.Context, inst contexts.Instance, spec context
 	out := &bound.HeadWriter{W: orDiscard(spec.Stdout), Max: 20}
 	code, err := r.exec(ctx, inst, cmd, spec.Stdin, out, orDiscard(spec.Stderr))
 	if err != nil {
-		head, _ := out.Head()
-		if pid, _ := strconv.Atoi(string(head)); pid > 0 {
+		// Only a whole head is a pid: a cut one could name another group.
+		head, whole := out.Head()
+		if pid, _ := strconv.Atoi(string(head)); whole && pid > 0 {
 			kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			_, kerr := r.exec(kctx, inst, []string{"sh", "-c", killGroup, "sh", strconv.Itoa(pid)}, nil, io.Discard, io.Discard)
 			cancel()
@@ -58,12 +60,29 @@ func (r *Runtime) Exec(ctx context.Context, inst contexts.Instance, spec context
 }
 
 // exec runs cmd as it is in the pod's container, and returns its exit code.
+// Nothing is written to stdout or stderr once it returns: client-go's
+// copies may outlive a stream that ctx ended.
 func (r *Runtime) exec(ctx context.Context, inst contexts.Instance, cmd []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	executor, err := r.executor(inst, cmd, stdin != nil)
 	if err != nil {
 		return 0, err
 	}
-	err = executor.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	var mu sync.Mutex
+	done := false
+	gate := func(w io.Writer) io.Writer {
+		return writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if done {
+				return 0, io.ErrClosedPipe
+			}
+			return w.Write(p)
+		})
+	}
+	err = executor.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: gate(stdout), Stderr: gate(stderr)})
+	mu.Lock()
+	done = true
+	mu.Unlock()
 	var exit utilexec.ExitError
 	switch {
 	case err == nil:
@@ -96,6 +115,10 @@ func (r *Runtime) executor(inst contexts.Instance, cmd []string, stdin bool) (re
 		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 	})
 }
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func orDiscard(w io.Writer) io.Writer {
 	if w == nil {
