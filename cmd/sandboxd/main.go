@@ -491,6 +491,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = replicas.Renew(pctx)
 	}
 	if err != nil {
+		if replicas != nil {
+			replicas.Close()
+		}
 		cancel()
 		ln.Close()
 		return fmt.Errorf("replicas: %w", err)
@@ -510,10 +513,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// Before the Manager closes: it must take no context over meanwhile.
 	closeReplicas := func() {
+		if replicas != nil {
+			replicas.Close()
+		}
+	}
+	// After: the others may take its contexts over.
+	leaveReplicas := func() {
 		if replicas == nil {
 			return
 		}
-		if err := replicas.Close(); err != nil {
+		if err := replicas.Leave(); err != nil {
 			log.Warn("could not tell the other replicas that this one ends", "error", err)
 		}
 	}
@@ -528,6 +537,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		closeReplicas()
 		mgr.Close()
+		leaveReplicas()
 		return fmt.Errorf("--runners: %w", err)
 	}
 	// After Recover: it removes the runners a previous run left.
@@ -571,6 +581,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		closeReplicas()
 		runners.Close()
 		mgr.Close()
+		leaveReplicas()
 		return err
 	case <-ctx.Done():
 	}
@@ -587,8 +598,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.KeepContexts {
 		log.Info("leaving contexts running for the next run")
 		mgr.Detach()
-		return shutdownErr
+	} else {
+		log.Info("removing contexts")
+		shutdownErr = errors.Join(shutdownErr, mgr.Close())
 	}
-	log.Info("removing contexts")
-	return errors.Join(shutdownErr, mgr.Close())
+	leaveReplicas()
+	return shutdownErr
 }

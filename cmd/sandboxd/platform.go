@@ -43,8 +43,11 @@ type replicaSet interface {
 	Renew(ctx context.Context) error
 	// Start keeps saying so, and takes over the contexts of dead replicas.
 	Start()
-	// Close stops, and tells the others to take over at once.
-	Close() error
+	// Close stops renewing and taking over, and keeps the Lease.
+	Close()
+	// Leave tells the others to take over at once: once the Manager let
+	// its contexts go.
+	Leave() error
 }
 
 // newPlatform makes the runtime --platform names.
@@ -142,7 +145,7 @@ func newKubeRuntime(ctx context.Context, cfg config, log *slog.Logger) (*kubePla
 			Memory:        int64(cfg.Memory),
 			CPUs:          cfg.CPUs,
 			TmpSize:       int64(cfg.TmpSize),
-			WorkspaceSize: max(int64(cfg.WorkspaceSize), 0),
+			WorkspaceSize: kubeWorkspaceSize(cfg.WorkspaceSize),
 		},
 		Log: log,
 	})
@@ -173,6 +176,15 @@ func checkNetworkPolicy(ctx context.Context, rt *kubernetes.Runtime, image strin
 		return fmt.Errorf("refusing to run contexts: %w. Install a network plugin or NetworkPolicy controller that enforces egress rules (Calico, Cilium, kube-router, kube-network-policies), or pass --kube-unenforced-network to run anyway", err)
 	}
 	return fmt.Errorf("could not check that the cluster enforces contexts' NetworkPolicy: %w (pass --kube-unenforced-network to start without the check passing)", err)
+}
+
+// kubeWorkspaceSize is the size limit of a context's /workspace: auto is
+// autoWorkspaceSize, since a pod's emptyDir can always be sized.
+func kubeWorkspaceSize(size workspaceSize) int64 {
+	if size < 0 {
+		return autoWorkspaceSize
+	}
+	return int64(size)
 }
 
 // parseLabels reads name=value,...

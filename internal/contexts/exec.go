@@ -22,3 +22,12 @@ type ExecSpec struct {
 // images' USER says: files and commands run with the kernel's rights, so
 // what one writes the other can read.
 const ContextUser = "61000:61000"
+
+// ProxyEnv points programs at the HTTP proxy at url: both spellings, since
+// tools differ in which one they read.
+func ProxyEnv(url string) map[string]string {
+	return map[string]string{
+		"HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
+		"NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1",
+	}
+}

@@ -31,16 +31,6 @@ const (
 	egressAddress = "127.0.0.1:3128"
 )
 
-// egressEnv points programs at the forwarder. Both spellings, since tools
-// differ in which one they read.
-func egressEnv() map[string]string {
-	proxy := "http://" + egressAddress
-	return map[string]string{
-		"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
-		"NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1",
-	}
-}
-
 // OpenEgress serves the daemon's egress proxy to inst and starts the
 // forwarder in its container: on a socket in its socket directory
 // (TransportSocket), or through relays (TransportExec).
@@ -69,7 +59,7 @@ func (r *Runtime) OpenEgress(ctx context.Context, inst contexts.Instance) (map[s
 			r.log.Warn("egress proxy stopped", "context_id", inst.ContextID, "error", err)
 		}
 	}()
-	return egressEnv(), nil
+	return contexts.ProxyEnv("http://" + egressAddress), nil
 }
 
 // egressOnSocket listens on a socket in inst's socket directory and starts

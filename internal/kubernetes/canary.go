@@ -27,6 +27,12 @@ import (
 // start, and so that List leaves them out.
 const labelCanary = "sandboxd.canary"
 
+// isCanary reports whether pod is a canary's, not a context's.
+func isCanary(pod *corev1.Pod) bool {
+	_, ok := pod.Labels[labelCanary]
+	return ok
+}
+
 // ErrNetworkNotEnforced says that a pod under a context's NetworkPolicy
 // reached what the policy forbids.
 var ErrNetworkNotEnforced = errors.New("the cluster does not enforce NetworkPolicy")

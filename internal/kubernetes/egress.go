@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -45,11 +46,7 @@ func (r *Runtime) OpenEgress(ctx context.Context, inst contexts.Instance) (map[s
 			r.log.Warn("egress proxy stopped", "context_id", inst.ContextID, "error", err)
 		}
 	}()
-	proxy := "http://" + net.JoinHostPort(r.cfg.EgressAddress, strconv.Itoa(port))
-	return map[string]string{
-		"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
-		"NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1",
-	}, nil
+	return contexts.ProxyEnv("http://" + net.JoinHostPort(r.cfg.EgressAddress, strconv.Itoa(port))), nil
 }
 
 // listenEgress listens for the context's proxy on the port its policy
@@ -82,10 +79,14 @@ func (r *Runtime) listenEgress(ctx context.Context, contextID string) (net.Liste
 // allowEgress replaces the egress rules of the context's policy with one
 // to the daemon's proxy port.
 func (r *Runtime) allowEgress(ctx context.Context, contextID string, port int) error {
+	addr, err := netip.ParseAddr(r.cfg.EgressAddress)
+	if err != nil {
+		return fmt.Errorf("egress address: %w", err)
+	}
 	tcp := corev1.ProtocolTCP
 	p := intstr.FromInt(port)
 	rules := []networkingv1.NetworkPolicyEgressRule{{
-		To:    []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: r.cfg.EgressAddress + "/32"}}},
+		To:    []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: netip.PrefixFrom(addr, addr.BitLen()).String()}}},
 		Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &p}},
 	}}
 	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"egress": rules}})

@@ -9,6 +9,7 @@ package kubernetes
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -107,6 +109,7 @@ type Runtime struct {
 	log  *slog.Logger
 
 	pods     corelisters.PodNamespaceLister
+	factory  informers.SharedInformerFactory
 	stop     chan struct{}
 	watchMu  sync.Mutex
 	watchers map[string]func(exit string) // by pod name: who waits for its end
@@ -165,6 +168,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		DeleteFunc: r.podDeleted,
 	})
 	r.pods = podInformer.Lister().Pods(cfg.Namespace)
+	r.factory = factory
 	factory.Start(r.stop)
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -214,6 +218,7 @@ func (r *Runtime) Close() error {
 	close(r.stop)
 	clear(r.watchers)
 	r.watchMu.Unlock()
+	r.factory.Shutdown()
 	r.calls.Wait()
 	return nil
 }
@@ -254,11 +259,32 @@ func (r *Runtime) Start(ctx context.Context, spec contexts.Spec) (contexts.Insta
 		r.Remove(context.WithoutCancel(ctx), inst)
 		return contexts.Instance{}, unavailable(err, "create network policy")
 	}
-	if _, err := r.cs.CoreV1().Pods(ns).Create(ctx, r.pod(spec, labels), metav1.CreateOptions{}); err != nil {
+	pod, err := r.cs.CoreV1().Pods(ns).Create(ctx, r.pod(spec, labels), metav1.CreateOptions{})
+	if err != nil {
 		r.Remove(context.WithoutCancel(ctx), inst)
 		return contexts.Instance{}, unavailable(err, "create pod")
 	}
+	r.ownedByPod(ctx, pod)
 	return inst, nil
+}
+
+// ownedByPod makes the pod the owner of its Secret and NetworkPolicy, so
+// that the cluster deletes them with it, whoever deletes it and whether or
+// not a replica is left to.
+func (r *Runtime) ownedByPod(ctx context.Context, pod *corev1.Pod) {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"ownerReferences": []metav1.OwnerReference{{
+		APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID,
+	}}}})
+	if err != nil {
+		return
+	}
+	ns := r.cfg.Namespace
+	_, serr := r.cs.CoreV1().Secrets(ns).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	_, perr := r.cs.NetworkingV1().NetworkPolicies(ns).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if err := errors.Join(serr, perr); err != nil {
+		// Remove still deletes them.
+		r.log.Warn("cannot make a context's pod own its secret and network policy", "pod", pod.Name, "error", err)
+	}
 }
 
 // Remove deletes the pod, its Secret and its NetworkPolicy; what is

@@ -73,9 +73,9 @@ func dialRelay(ctx context.Context, executor remotecommand.Executor) (net.Conn, 
 const closeGrace = 2 * time.Second
 
 // relayConn is a connection carried by a relay's exec. Closing it ends the
-// exec: the relay in the pod sees its stdin end, passes that on to the
-// server, and exits once the server has closed too. Cutting the stream
-// at once would end it as well, but client-go logs that as an error.
+// exec: the relay in the pod sees its stdin end, closes its connection to
+// the server and exits. Cutting the stream at once would end it as well,
+// but client-go logs that as an error.
 type relayConn struct {
 	net.Conn
 	cancel context.CancelFunc

@@ -49,6 +49,7 @@ type Replicas struct {
 	advertise string
 	adopter   Adopter
 	leases    coordinationlisters.LeaseNamespaceLister
+	factory   informers.SharedInformerFactory
 	now       func() time.Time
 
 	stop      chan struct{}
@@ -83,6 +84,7 @@ func NewReplicas(ctx context.Context, r *Runtime, advertise string, adopter Adop
 	p.stopped, p.endStop = context.WithCancel(context.Background())
 	informer.Informer() // registers it before Start
 	factory.Start(p.stop)
+	p.factory = factory
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), informer.Informer().HasSynced) {
@@ -152,15 +154,22 @@ func (p *Replicas) Start() {
 	}()
 }
 
-// Close stops renewing the Lease, waits for takeovers under way, and
-// deletes the Lease, so that the others take this replica's contexts over
-// at once.
-func (p *Replicas) Close() error {
+// Close stops renewing the Lease and sweeping, and ends the takeovers
+// under way. The Lease stays until Leave: the others must not take this
+// replica's contexts over while its Manager still holds them.
+func (p *Replicas) Close() {
 	p.closeOnce.Do(func() {
 		close(p.stop)
 		p.endStop()
 	})
 	p.wg.Wait()
+	p.factory.Shutdown()
+}
+
+// Leave deletes the Lease, once the Manager has let its contexts go, so
+// that the others take them over at once.
+func (p *Replicas) Leave() error {
+	p.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return ignoreNotFound(p.r.cs.CoordinationV1().Leases(p.r.cfg.Namespace).Delete(ctx, p.leaseName(p.r.cfg.Replica), metav1.DeleteOptions{}), "delete lease")
@@ -224,8 +233,8 @@ func (p *Replicas) Locate(ctx context.Context, id string) (*url.URL, error) {
 		if err != nil {
 			return nil, unavailable(err, "get pod")
 		}
-		if pod.Labels[labelOwner] != p.r.cfg.Owner {
-			return nil, nil // another daemon's
+		if pod.Labels[labelOwner] != p.r.cfg.Owner || isCanary(pod) {
+			return nil, nil // another daemon's, or no context
 		}
 		owner := pod.Labels[labelReplica]
 		if owner == p.r.cfg.Replica {
@@ -267,7 +276,9 @@ func (p *Replicas) sweep() {
 	}
 	for _, pod := range pods {
 		owner := pod.Labels[labelReplica]
-		if owner == p.r.cfg.Replica || pod.DeletionTimestamp != nil {
+		// A canary belongs to the check of a replica that may be
+		// starting, before its Lease.
+		if owner == p.r.cfg.Replica || pod.DeletionTimestamp != nil || isCanary(pod) {
 			continue
 		}
 		if _, ok := p.live(owner); ok {
@@ -276,7 +287,7 @@ func (p *Replicas) sweep() {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			ctx, cancel := context.WithTimeout(p.stopped, time.Minute) // Close waits for no takeover
+			ctx, cancel := context.WithTimeout(p.stopped, time.Minute) // Close cancels it
 			defer cancel()
 			if err := p.takeOver(ctx, pod); err != nil && !apierrors.IsConflict(err) {
 				p.r.log.Warn("could not take over a context of a dead replica", "context_id", pod.Labels[labelContextID], "replica", owner, "error", err)

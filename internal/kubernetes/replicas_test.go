@@ -253,10 +253,14 @@ func TestRenewKeepsALeaseOthersSee(t *testing.T) {
 	if !leaseFresh(lease, time.Now()) || *lease.Spec.HolderIdentity != "b" || lease.Annotations[annotationURL] != "http://b:8080" || lease.Labels[labelOwner] != "d" {
 		t.Errorf("lease = %+v", lease)
 	}
-	if err := p.Close(); err != nil {
+	p.Close()
+	if _, err := cs.CoordinationV1().Leases(testNS).Get(t.Context(), "sandboxd-d-b", metav1.GetOptions{}); err != nil {
+		t.Errorf("the lease is gone at Close, before the Manager let its contexts go: %v", err)
+	}
+	if err := p.Leave(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cs.CoordinationV1().Leases(testNS).Get(t.Context(), "sandboxd-d-b", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		t.Errorf("the lease outlives Close: %v", err)
+		t.Errorf("the lease outlives Leave: %v", err)
 	}
 }
