@@ -7,10 +7,6 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	clientset "k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-
-	"github.com/sandboxd/sandboxd/internal/testenv"
 )
 
 // What contexts on Kubernetes must be kept from. TestBombsHitLimits, which
@@ -23,7 +19,7 @@ import (
 // node (on its own address or the pod network's gateway, which is the node
 // too), not the API server, not a cloud's metadata service.
 func TestKubeContextIsShutIn(t *testing.T) {
-	cs, ns := requireKube(t)
+	cs, ns := kubeTest(t)
 	d := startDaemon(t)
 	id := d.create(t)
 	pod, err := cs.CoreV1().Pods(ns).Get(t.Context(), "sandboxd-"+id, metav1.GetOptions{})
@@ -73,7 +69,7 @@ with ThreadPoolExecutor(len(targets)) as pool:
 // A context's pod runs as the context's user with no privileges, on a
 // read-only root, and with nothing of the cluster's in it.
 func TestKubeContextIsLockedDown(t *testing.T) {
-	requireKube(t)
+	kubeTest(t)
 	d := startDaemon(t)
 	id := d.create(t)
 	attempts := []struct{ name, code, want string }{
@@ -100,29 +96,4 @@ func TestKubeContextIsLockedDown(t *testing.T) {
 			}
 		})
 	}
-}
-
-// requireKube skips t unless the tests run on a cluster, and returns a
-// client of it with the namespace test daemons use.
-func requireKube(t *testing.T) (clientset.Interface, string) {
-	t.Helper()
-	k := testenv.Kubeconfig()
-	if k == "" {
-		t.Skip("runs on Kubernetes: set SANDBOXD_TEST_KUBECONFIG")
-	}
-	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: k}, &clientcmd.ConfigOverrides{})
-	cfg, err := loader.ClientConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, _, err := loader.Namespace()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := clientset.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs, ns
 }
