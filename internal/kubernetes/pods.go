@@ -156,15 +156,14 @@ func (r *Runtime) pod(spec contexts.Spec, labels map[string]string) *corev1.Pod 
 	}
 }
 
-// fatalWaits are the reasons a container waits that no wait mends.
+// fatalWaits are the reasons a container waits that no wait mends. Not
+// CreateContainerConfigError nor CreateContainerError, which the kubelet
+// retries: a new pod's Secret may not be in its cache yet.
 var fatalWaits = map[string]bool{
-	"ErrImageNeverPull":          true,
-	"ErrImagePull":               true,
-	"ImagePullBackOff":           true,
-	"InvalidImageName":           true,
-	"CreateContainerConfigError": true,
-	"CreateContainerError":       true,
-	"RunContainerError":          true,
+	"ErrImageNeverPull": true,
+	"ImagePullBackOff":  true,
+	"InvalidImageName":  true,
+	"RunContainerError": true,
 }
 
 // podEnded says whether the pod's server has ended or never will start,
